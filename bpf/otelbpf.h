@@ -1,0 +1,122 @@
+/* otelbpf kernel <-> user ABI.
+ *
+ * The one header both sides agree on: otelbpf/abi.py mirrors every struct here with ctypes,
+ * and tests/unit/test_abi.py compiles this header with bcc and checks sizes and offsets match.
+ * Every event starts with its u32 type; every struct has explicit padding.
+ */
+#ifndef OTELBPF_H
+#define OTELBPF_H
+
+/* Sizes of the captured heads. Powers of two: the capture code masks offsets with SIZE-1,
+ * which is how the verifier learns that a copy stays inside the buffer. */
+#ifndef REQUEST_HEAD_SIZE
+#define REQUEST_HEAD_SIZE 1024
+#endif
+#ifndef RESPONSE_HEAD_SIZE
+#define RESPONSE_HEAD_SIZE 512
+#endif
+#define HEAD_SLACK (REQUEST_HEAD_SIZE > RESPONSE_HEAD_SIZE ? REQUEST_HEAD_SIZE : RESPONSE_HEAD_SIZE)
+
+#define TASK_COMM_LEN 16
+#define EXEC_FILENAME_SIZE 256
+#define FLUSH_QUEUE_SIZE 256
+
+enum event_type {
+    EVENT_EXCHANGE = 1, /* struct exchange_event: one request/response exchange */
+    EVENT_EXEC = 2,     /* struct process_event: a process called exec */
+    EVENT_FORK = 3,     /* struct process_event: a traced process forked a child */
+    EVENT_EXIT = 4,     /* struct process_event: a traced process's main thread exited */
+};
+
+enum conn_role {
+    ROLE_UNKNOWN = 0,
+    ROLE_CLIENT = 1,
+    ROLE_SERVER = 2,
+};
+
+enum exchange_phase {
+    PHASE_IDLE = 0,     /* no exchange in progress */
+    PHASE_REQUEST = 1,  /* request bytes seen, no response yet */
+    PHASE_RESPONSE = 2, /* response bytes seen; ends at the next request or close or idle */
+};
+
+/* exchange_event.flags */
+#define EXCHANGE_F_ROLE_INFERRED 0x1 /* role guessed from the first data direction */
+#define EXCHANGE_F_NO_RESPONSE 0x2   /* connection closed with the request unanswered */
+#define EXCHANGE_F_CLOSED 0x4        /* flushed by close() */
+#define EXCHANGE_F_IDLE 0x8          /* flushed by the idle sweep */
+#define EXCHANGE_F_SEEDED 0x10       /* connection was opened before tracing began */
+
+/* Kernel-side counters: a per-CPU array indexed by these, summed in user space. */
+enum counter_index {
+    COUNTER_EVENTS = 0,       /* events written to the ring buffer */
+    COUNTER_DROPS = 1,        /* events lost because the ring buffer was full */
+    COUNTER_CONN_FULL = 2,    /* connections not tracked because the conns map was full */
+    COUNTER_ORPHAN_BYTES = 3, /* response-direction data seen with no request before it */
+    COUNTER_MAX = 4,
+};
+
+/* An IPv4 address sits in the first four bytes of addr; port is in host byte order. */
+struct endpoint {
+    __u8 addr[16];
+    __u16 port;
+    __u16 family; /* AF_INET, AF_INET6, or 0 when unknown */
+    __u32 _pad;
+};
+
+struct exchange_event {
+    __u32 type;
+    __u32 flags;
+    __u32 pid;
+    __u32 tid; /* thread that began the exchange */
+    __u32 fd;
+    __u8 role;
+    __u8 _pad0[3];
+    __u64 conn_id; /* unique per connection for the agent's lifetime */
+    __u64 start_ns; /* first request byte, CLOCK_MONOTONIC */
+    __u64 end_ns;   /* last response byte, CLOCK_MONOTONIC */
+    __u64 request_bytes;
+    __u64 response_bytes;
+    struct endpoint local;
+    struct endpoint peer;
+    char comm[TASK_COMM_LEN];
+    __u32 request_len;  /* bytes captured in request[] */
+    __u32 response_len; /* bytes captured in response[] */
+    __u8 request[REQUEST_HEAD_SIZE];
+    __u8 response[RESPONSE_HEAD_SIZE];
+};
+
+/* The value of the conns map: the exchange in progress, laid out exactly as it is emitted,
+ * then the pairing phase, then slack that lets a variable-offset copy be proven in bounds. */
+struct conn_state {
+    struct exchange_event ev;
+    __u8 phase;
+    __u8 _pad[7];
+    __u8 _slack[HEAD_SLACK];
+};
+
+struct process_event {
+    __u32 type;
+    __u32 pid;
+    __u32 ppid;
+    __u32 _pad;
+    char comm[TASK_COMM_LEN];
+    char filename[EXEC_FILENAME_SIZE];
+};
+
+/* An entry user space puts in the flush queue before it pulls the flush trigger. */
+struct flush_request {
+    __u64 conn_key; /* (pid << 32) | fd */
+    __u64 force;    /* 1: flush whatever is pending (process gone, shutdown); 0: only if idle */
+};
+
+/* Index of the settings array. */
+enum setting_index {
+    SETTING_TRACE_ALL = 0,   /* 1: trace every process but the agent */
+    SETTING_IDLE_NS = 1,     /* an exchange idle this long is flushed by the sweep */
+    SETTING_FLUSH_COUNT = 2, /* entries in the flush queue for the next trigger */
+    SETTING_PORT_FILTER = 3, /* 1: the ports map selects processes by TCP port */
+    SETTING_MAX = 4,
+};
+
+#endif

@@ -1,0 +1,160 @@
+"""The kernel <-> user ABI: a ctypes mirror of bpf/otelbpf.h.
+
+The decode stage of the pipe reads ring-buffer records through these structs. Head sizes are
+compile-time settings of the BPF program, so the exchange structs are built per size by
+`AbiLayout`. tests/unit/test_abi.py compiles the header with bcc and checks that every size
+and offset here matches the C.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+HEADER_PATH = BPF_DIR / "otelbpf.h"
+SOCKETS_SOURCE = BPF_DIR / "sockets.c"
+
+TASK_COMM_LEN = 16
+EXEC_FILENAME_SIZE = 256
+FLUSH_QUEUE_SIZE = 256
+
+
+class EventType(enum.IntEnum):
+    EXCHANGE = 1
+    EXEC = 2
+    FORK = 3
+    EXIT = 4
+
+
+class Role(enum.IntEnum):
+    UNKNOWN = 0
+    CLIENT = 1
+    SERVER = 2
+
+
+class Phase(enum.IntEnum):
+    IDLE = 0
+    REQUEST = 1
+    RESPONSE = 2
+
+
+class ExchangeFlag(enum.IntFlag):
+    ROLE_INFERRED = 0x1
+    NO_RESPONSE = 0x2
+    CLOSED = 0x4
+    IDLE = 0x8
+    SEEDED = 0x10
+
+
+class Counter(enum.IntEnum):
+    EVENTS = 0
+    DROPS = 1
+    CONN_FULL = 2
+    ORPHAN_BYTES = 3
+
+
+COUNTER_MAX = 4
+
+
+class Setting(enum.IntEnum):
+    TRACE_ALL = 0
+    IDLE_NS = 1
+    FLUSH_COUNT = 2
+    PORT_FILTER = 3
+
+
+class Endpoint(ctypes.Structure):
+    _fields_ = [
+        ("addr", ctypes.c_uint8 * 16),
+        ("port", ctypes.c_uint16),
+        ("family", ctypes.c_uint16),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class ProcessEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("comm", ctypes.c_char * TASK_COMM_LEN),
+        ("filename", ctypes.c_char * EXEC_FILENAME_SIZE),
+    ]
+
+
+class FlushRequest(ctypes.Structure):
+    _fields_ = [("conn_key", ctypes.c_uint64), ("force", ctypes.c_uint64)]
+
+
+def _exchange_fields(request_size: int, response_size: int) -> list[tuple[str, type]]:
+    return [
+        ("type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("fd", ctypes.c_uint32),
+        ("role", ctypes.c_uint8),
+        ("_pad0", ctypes.c_uint8 * 3),
+        ("conn_id", ctypes.c_uint64),
+        ("start_ns", ctypes.c_uint64),
+        ("end_ns", ctypes.c_uint64),
+        ("request_bytes", ctypes.c_uint64),
+        ("response_bytes", ctypes.c_uint64),
+        ("local", Endpoint),
+        ("peer", Endpoint),
+        ("comm", ctypes.c_char * TASK_COMM_LEN),
+        ("request_len", ctypes.c_uint32),
+        ("response_len", ctypes.c_uint32),
+        ("request", ctypes.c_uint8 * request_size),
+        ("response", ctypes.c_uint8 * response_size),
+    ]
+
+
+def _check_head_size(name: str, size: int) -> None:
+    if size < 64 or size & (size - 1):
+        raise ValueError(f"{name} must be a power of two of at least 64, not {size}")
+
+
+@dataclass(frozen=True)
+class AbiLayout:
+    """The structs whose layout depends on the head sizes the BPF program was built with."""
+
+    request_head_size: int = 1024
+    response_head_size: int = 512
+
+    def __post_init__(self) -> None:
+        _check_head_size("request head size", self.request_head_size)
+        _check_head_size("response head size", self.response_head_size)
+
+    @cached_property
+    def exchange_event(self) -> type[ctypes.Structure]:
+        fields = _exchange_fields(self.request_head_size, self.response_head_size)
+        return type("ExchangeEvent", (ctypes.Structure,), {"_fields_": fields})
+
+    @cached_property
+    def conn_state(self) -> type[ctypes.Structure]:
+        slack = max(self.request_head_size, self.response_head_size)
+        fields = [
+            ("ev", self.exchange_event),
+            ("phase", ctypes.c_uint8),
+            ("_pad", ctypes.c_uint8 * 7),
+            ("_slack", ctypes.c_uint8 * slack),
+        ]
+        return type("ConnState", (ctypes.Structure,), {"_fields_": fields})
+
+    @property
+    def cflags(self) -> list[str]:
+        return [
+            f"-DREQUEST_HEAD_SIZE={self.request_head_size}",
+            f"-DRESPONSE_HEAD_SIZE={self.response_head_size}",
+        ]
+
+
+def conn_key(pid: int, fd: int) -> int:
+    """The conns map key: (pid << 32) | fd, as conn_key_of() builds it in the kernel."""
+    return (pid << 32) | (fd & 0xFFFFFFFF)

@@ -1,0 +1,271 @@
+"""The composition root: wires the pipe's stages and owns start-up and shutdown.
+
+    kernel probes -> ring buffer -> decode -> connections -> protocols -> export
+    (probes/)                      (decode)  (connections) (protocols/) (export/)
+
+One thread runs the pipe: it polls the ring buffer, decodes each record, routes exchanges
+through the stages and sweeps idle connections. The SDK's batch span processor and the
+metrics pump export on threads of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from otelbpf import preflight
+from otelbpf.abi import AbiLayout, Counter, EventType, ExchangeFlag, Phase, Setting
+from otelbpf.clock import MonotonicToWall
+from otelbpf.connections import ExistingConnections, OwnTraffic
+from otelbpf.decode import Decoder, ProcessNotice
+from otelbpf.exchange import Exchange, Protocol
+from otelbpf.export import destinations
+from otelbpf.export.console import ConsoleLineExporter
+from otelbpf.export.http_spans import SpanOptions, http_span
+from otelbpf.export.telemetry import Telemetry
+from otelbpf.protocols.classify import classify
+from otelbpf.resources import ResourceDetector
+from otelbpf.selection import ProcessSelector, Selectors
+from otelbpf.stats import AgentStats
+
+log = logging.getLogger("otelbpf")
+
+POLL_TIMEOUT_MS = 50
+COUNTER_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    selectors: Selectors = field(default_factory=Selectors)
+    probe_mode: str | None = None  # None: chosen by probing the kernel
+    endpoint: str | None = None
+    protocol: str | None = None
+    request_head_size: int = 1024
+    response_head_size: int = 512
+    idle_flush_ms: int = 500
+    max_connections: int = 16384
+    ringbuf_bytes: int = 8 << 20
+    keep_query_values: bool = False
+    metric_export_interval_ms: int | None = None
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.stats = AgentStats()
+        self._stop = threading.Event()
+        self._records: list[bytes] = []
+        self._exited: set[int] = set()
+        self._warned_tls: set[int] = set()
+        self.probes = None
+        self.telemetry: Telemetry | None = None
+        self.tracing_started_at: float | None = None
+
+    # -------------------------------------------------------------- lifecycle
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        started = time.monotonic()
+        preflight.run_all()
+        # bcc is importable only after the preflight: imported here, kept out of every other stage
+        from otelbpf.probes.features import choose_probe_mode
+        from otelbpf.probes.loader import ProbeSettings, SocketProbes
+
+        config = self.config
+        selector = ProcessSelector(config.selectors)
+        initial_pids = selector.initial_pids()  # a bad --pid fails before anything is loaded
+        choice = choose_probe_mode(config.probe_mode)
+        log.info("probe mode: %s (%s)", choice.mode.value, choice.reason)
+
+        layout = AbiLayout(config.request_head_size, config.response_head_size)
+        settings = ProbeSettings(
+            layout=layout,
+            max_connections=config.max_connections,
+            ringbuf_bytes=config.ringbuf_bytes,
+            idle_flush_ns=config.idle_flush_ms * 1_000_000,
+        )
+        self.telemetry = self._build_telemetry()
+        self.probes = probes = SocketProbes(settings, choice.mode)
+        decoder = Decoder(layout, MonotonicToWall())
+        self._seeder = ExistingConnections(probes)
+        self._own = OwnTraffic(refresh_interval_s=0.1)
+        self._selector = selector
+        self._span_options = SpanOptions(keep_query_values=config.keep_query_values)
+        probes.open_events(self._records.append)
+        try:
+            probes.attach()
+            probes.set_trace_all(config.selectors.trace_all)
+            probes.select_ports(config.selectors.ports)
+            for pid in initial_pids:
+                probes.allow_pid(pid)
+            seeded = sum(self._seeder.seed(pid) for pid in self._seed_targets(initial_pids))
+            self.tracing_started_at = time.monotonic()
+            log.info(
+                "tracing %s; %d existing connections seeded; started in %.2fs",
+                "every process" if config.selectors.trace_all else f"{len(initial_pids)} processes",
+                seeded,
+                self.tracing_started_at - started,
+            )
+            self.telemetry.start()
+            self._loop(decoder)
+        finally:
+            self._shutdown(decoder)
+        return 0
+
+    def _seed_targets(self, initial_pids: set[int]) -> set[int]:
+        if not self.config.selectors.trace_all:
+            return initial_pids
+        from otelbpf import procfs
+
+        return {pid for pid in procfs.all_pids() if pid != os.getpid()}
+
+    def _build_telemetry(self) -> Telemetry:
+        traces = destinations.resolve("traces", self.config.endpoint, self.config.protocol)
+        metrics = destinations.resolve("metrics", self.config.endpoint, self.config.protocol)
+        log.info("%s; %s", destinations.describe(traces, "traces"), destinations.describe(metrics, "metrics"))
+        span_exporter = (
+            destinations.span_exporter(traces) if traces is not None else ConsoleLineExporter()
+        )
+        metric_exporter = destinations.metric_exporter(metrics) if metrics is not None else None
+        detector = ResourceDetector()
+        telemetry = Telemetry(
+            BatchSpanProcessor(span_exporter),
+            metric_exporter,
+            detector.for_process,
+            export_interval_ms=self.config.metric_export_interval_ms,
+        )
+        agent_meters = telemetry.meter_provider(detector.for_agent())
+        if agent_meters is not None:
+            self.stats.register(agent_meters.get_meter("otelbpf"))
+        return telemetry
+
+    def _loop(self, decoder: Decoder) -> None:
+        probes = self.probes
+        idle_s = self.config.idle_flush_ms / 1000
+        next_sweep = time.monotonic() + idle_s / 2
+        next_counters = time.monotonic() + COUNTER_REFRESH_S
+        while not self._stop.is_set():
+            probes.poll(POLL_TIMEOUT_MS)
+            self._drain(decoder)
+            now = time.monotonic()
+            if now >= next_sweep:
+                self._sweep(force_all=False)
+                next_sweep = now + idle_s / 2
+            if now >= next_counters:
+                self.stats.kernel.update(probes.counters())
+                next_counters = now + COUNTER_REFRESH_S
+
+    def _shutdown(self, decoder: Decoder) -> None:
+        probes = self.probes
+        if probes is not None:
+            try:
+                # every answered exchange still in the kernel goes out, idle or not
+                probes._set(Setting.IDLE_NS, 0)
+                self._sweep(force_all=True)
+                probes.poll(0)
+                self._drain(decoder)
+                self.stats.kernel.update(probes.counters())
+            finally:
+                probes.close()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
+        log.info("stopped: %s", self.stats.summary())
+
+    # -------------------------------------------------------------- the pipe
+
+    def _drain(self, decoder: Decoder) -> None:
+        records, self._records[:] = list(self._records), []
+        for record in records:
+            item = decoder.decode(record)
+            if isinstance(item, Exchange):
+                self._on_exchange(item)
+            elif isinstance(item, ProcessNotice):
+                self._on_process(item)
+            else:
+                self.stats.bad_records += 1
+
+    def _on_exchange(self, exchange: Exchange) -> None:
+        stats = self.stats
+        stats.exchanges += 1
+        if exchange.flags & ExchangeFlag.NO_RESPONSE:
+            stats.skipped("unanswered")
+            return
+        if self._own.is_own(exchange):
+            stats.skipped("own_traffic")
+            return
+        protocol = classify(exchange)
+        if protocol is Protocol.HTTP1:
+            span = http_span(exchange, self._span_options)
+            self.telemetry.record(exchange.pid, exchange.comm, span)
+            stats.spans += 1
+        elif protocol is Protocol.TLS:
+            stats.skipped("encrypted")
+            if exchange.pid not in self._warned_tls:
+                self._warned_tls.add(exchange.pid)
+                log.info(
+                    "pid %d (%s) sends TLS that no library hook decrypts: counted, not traced",
+                    exchange.pid,
+                    exchange.comm,
+                )
+        else:
+            stats.skipped("unparsed")
+
+    def _on_process(self, notice: ProcessNotice) -> None:
+        probes = self.probes
+        if notice.kind is EventType.EXEC:
+            self.telemetry.forget(notice.pid)  # a new program: describe it afresh
+            if self._selector.process_matches_exe(notice.pid, notice.filename):
+                probes.allow_pid(notice.pid)
+                self._seeder.seed(notice.pid)
+                log.debug("exec of %s (pid %d) matches --exe", notice.filename, notice.pid)
+        elif notice.kind is EventType.FORK:
+            self.telemetry.forget(notice.pid)
+            self._seeder.seed(notice.pid)  # inherited listening sockets
+        elif notice.kind is EventType.EXIT:
+            self._exited.add(notice.pid)
+
+    def _sweep(self, force_all: bool) -> None:
+        """Flush idle exchanges, and everything of processes that are gone, in the kernel."""
+        probes = self.probes
+        idle_ns = 0 if force_all else self.config.idle_flush_ms * 1_000_000
+        now = time.monotonic_ns()
+        requests: list[tuple[int, bool]] = []
+        gone_keys: list[int] = []
+        gone_pids: set[int] = set()
+        for key, pid, phase, end_ns in probes.connections():
+            dead = pid in self._exited or not os.path.exists(f"/proc/{pid}")
+            if dead:
+                gone_keys.append(key)
+                gone_pids.add(pid)
+                if phase != Phase.IDLE:
+                    requests.append((key, True))
+            elif phase == Phase.RESPONSE and now - end_ns >= idle_ns:
+                requests.append((key, False))
+        if requests:
+            probes.flush(requests)
+        if gone_keys:
+            probes.forget_connections(gone_keys)
+        for pid in self._exited | gone_pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                probes.forget_pid(pid)
+        self._exited.clear()
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s: flushing and stopping", signal.Signals(signum).name)
+        agent.stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+__all__ = ["Agent", "AgentConfig", "Counter", "install_signal_handlers"]

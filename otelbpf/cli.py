@@ -1,0 +1,162 @@
+"""Command line: `otelbpf run` and `otelbpf check`.
+
+Every setting also has an OTELBPF_* environment variable (see otelbpf.config); the standard
+OTEL_* variables configure export. Errors the user can fix print a message and a fix, and
+exit non-zero: never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from otelbpf import __version__, config
+from otelbpf.errors import SetupError
+from otelbpf.selection import Selectors
+
+log = logging.getLogger("otelbpf")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port")
+    return value
+
+
+def _pid(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a process id")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otelbpf",
+        description="Trace the requests processes serve and make, from the kernel, as "
+        "OpenTelemetry spans and metrics. No code change, no restart.",
+    )
+    parser.add_argument("--version", action="version", version=f"otelbpf {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="trace until SIGINT or SIGTERM",
+        description="Trace until SIGINT/SIGTERM, then flush every pending span and metric, "
+        "detach every probe and exit. Selectors combine as a union; with none, every process "
+        "but the agent is traced. With no OTLP endpoint configured, spans print to stdout.",
+    )
+    select = run.add_argument_group("which processes")
+    select.add_argument("--pid", type=_pid, action="append", default=[], metavar="N",
+                        help="trace process N and the children it forks (repeatable)")
+    select.add_argument("--port", type=_port, action="append", default=[], metavar="N",
+                        help="trace processes listening on or connecting to TCP port N "
+                        "(repeatable)")
+    select.add_argument("--exe", action="append", default=[], metavar="GLOB",
+                        help="trace processes whose executable name or path matches GLOB, "
+                        "including ones started later (repeatable)")
+    export = run.add_argument_group("where data goes (overrides OTEL_EXPORTER_OTLP_*)")
+    export.add_argument("--endpoint", default=config.env_str(config.OTELBPF_ENDPOINT),
+                        help="OTLP endpoint, e.g. http://localhost:4318 or http://localhost:4317")
+    export.add_argument("--protocol", choices=("grpc", "http/protobuf"),
+                        default=config.env_str(config.OTELBPF_PROTOCOL),
+                        help="OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else guessed "
+                        "from the port: 4317 is grpc, anything else http/protobuf)")
+    kernel = run.add_argument_group("kernel side")
+    kernel.add_argument("--probe-mode", choices=("kprobe", "tracepoint"),
+                        default=config.env_str(config.OTELBPF_PROBE_MODE),
+                        help="how socket calls are hooked (default: kprobes where the kernel "
+                        "has them, else syscall tracepoints)")
+    kernel.add_argument("--request-head-size", type=int,
+                        default=config.env_int(config.OTELBPF_REQUEST_HEAD_SIZE, 1024),
+                        help="request bytes captured per exchange, a power of two (default 1024)")
+    kernel.add_argument("--response-head-size", type=int,
+                        default=config.env_int(config.OTELBPF_RESPONSE_HEAD_SIZE, 512),
+                        help="response bytes captured per exchange, a power of two (default 512)")
+    kernel.add_argument("--idle-flush-ms", type=int,
+                        default=config.env_int(config.OTELBPF_IDLE_FLUSH_MS, 500),
+                        help="an answered exchange idle this long is complete (default 500)")
+    kernel.add_argument("--max-connections", type=int,
+                        default=config.env_int(config.OTELBPF_MAX_CONNECTIONS, 16384),
+                        help="connections tracked at once (default 16384)")
+    kernel.add_argument("--ringbuf-mb", type=int,
+                        default=config.env_int(config.OTELBPF_RINGBUF_MB, 8),
+                        help="ring buffer size in MiB (default 8)")
+    privacy = run.add_argument_group("privacy")
+    privacy.add_argument("--keep-query-values", action="store_true",
+                         default=config.env_bool(config.OTELBPF_KEEP_QUERY_VALUES),
+                         help="export query-string values instead of REDACTED")
+
+    commands.add_parser("check", help="check that this machine can run the agent, and say how")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s otelbpf %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    # the SDK's exporters log every retry; one line per failure is enough here
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR if not verbose else logging.DEBUG)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from otelbpf.agent import Agent, AgentConfig, install_signal_handlers
+
+    agent_config = AgentConfig(
+        selectors=Selectors(tuple(args.pid), tuple(args.port), tuple(args.exe)),
+        probe_mode=args.probe_mode,
+        endpoint=args.endpoint,
+        protocol=args.protocol,
+        request_head_size=args.request_head_size,
+        response_head_size=args.response_head_size,
+        idle_flush_ms=args.idle_flush_ms,
+        max_connections=args.max_connections,
+        ringbuf_bytes=args.ringbuf_mb << 20,
+        keep_query_values=args.keep_query_values,
+    )
+    agent = Agent(agent_config)
+    install_signal_handlers(agent)
+    return agent.run()
+
+
+def _check() -> int:
+    from otelbpf import preflight
+    from otelbpf.probes.features import choose_probe_mode, kprobes_available
+
+    preflight.check_privileges()
+    print(f"tracefs: {preflight.ensure_tracefs()}")
+    headers = preflight.find_kernel_headers()
+    print(f"kernel headers: {headers or 'the running kernel own (/lib/modules)'}")
+    bcc = preflight.import_bcc()
+    print(f"bcc: {getattr(bcc, '__file__', '?')}")
+    print(f"kprobes: {'available' if kprobes_available() else 'not available'}")
+    choice = choose_probe_mode(None)
+    print(f"probe mode: {choice.mode.value} ({choice.reason})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _check()
+    except SetupError as error:
+        print(f"otelbpf: {error.message}\n  how to fix: {error.fix}", file=sys.stderr)
+        return error.exit_code
+    except ValueError as error:  # settings out of range (head sizes and the like)
+        print(f"otelbpf: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The agent's own environment variables: every CLI setting can come from one of these.
+
+Like the OpenTelemetry SDK's environment_variables module: names as constants, read in one
+place. The standard OTEL_* variables are read by the SDK's exporters themselves.
+"""
+
+from __future__ import annotations
+
+import os
+
+OTELBPF_ENDPOINT = "OTELBPF_ENDPOINT"
+OTELBPF_PROTOCOL = "OTELBPF_PROTOCOL"
+OTELBPF_PROBE_MODE = "OTELBPF_PROBE_MODE"
+OTELBPF_REQUEST_HEAD_SIZE = "OTELBPF_REQUEST_HEAD_SIZE"
+OTELBPF_RESPONSE_HEAD_SIZE = "OTELBPF_RESPONSE_HEAD_SIZE"
+OTELBPF_IDLE_FLUSH_MS = "OTELBPF_IDLE_FLUSH_MS"
+OTELBPF_MAX_CONNECTIONS = "OTELBPF_MAX_CONNECTIONS"
+OTELBPF_RINGBUF_MB = "OTELBPF_RINGBUF_MB"
+OTELBPF_KEEP_QUERY_VALUES = "OTELBPF_KEEP_QUERY_VALUES"
+
+
+def env_str(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"otelbpf: {name}={value!r} is not a whole number") from None
+
+
+def env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

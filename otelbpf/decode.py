@@ -1,0 +1,92 @@
+"""Decode stage: raw ring-buffer records into Exchange objects and process notices.
+
+The record's first u32 says what it is. Exchange records are read through the ctypes mirror
+of the kernel struct (otelbpf.abi), with kernel timestamps moved to wall-clock time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+from otelbpf.abi import AbiLayout, Endpoint, EventType, ExchangeFlag, ProcessEvent, Role
+from otelbpf.clock import MonotonicToWall
+from otelbpf.exchange import Exchange, SocketAddress
+
+_TYPE = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessNotice:
+    kind: EventType  # EXEC, FORK or EXIT
+    pid: int
+    ppid: int
+    comm: str
+    filename: str
+
+
+def endpoint_address(endpoint: Endpoint) -> SocketAddress | None:
+    if endpoint.family == socket.AF_INET:
+        return SocketAddress(str(ipaddress.IPv4Address(bytes(endpoint.addr[:4]))), endpoint.port)
+    if endpoint.family == socket.AF_INET6:
+        address = ipaddress.IPv6Address(bytes(endpoint.addr))
+        return SocketAddress(str(address.ipv4_mapped or address), endpoint.port)
+    return None
+
+
+class Decoder:
+    def __init__(self, layout: AbiLayout, clock: MonotonicToWall) -> None:
+        self._exchange_type = layout.exchange_event
+        self._exchange_size = ctypes.sizeof(self._exchange_type)
+        self._process_size = ctypes.sizeof(ProcessEvent)
+        self._clock = clock
+
+    def decode(self, record: bytes) -> Exchange | ProcessNotice | None:
+        """None for a record too short for its type (counted by the caller)."""
+        if len(record) < 4:
+            return None
+        kind = _TYPE.unpack_from(record)[0]
+        if kind == EventType.EXCHANGE:
+            if len(record) < self._exchange_size:
+                return None
+            return self._exchange(self._exchange_type.from_buffer_copy(record))
+        if kind in (EventType.EXEC, EventType.FORK, EventType.EXIT):
+            if len(record) < self._process_size:
+                return None
+            event = ProcessEvent.from_buffer_copy(record)
+            return ProcessNotice(
+                EventType(kind),
+                event.pid,
+                event.ppid,
+                event.comm.decode(errors="replace"),
+                event.filename.decode(errors="replace"),
+            )
+        return None
+
+    def _exchange(self, event: object) -> Exchange:
+        to_wall = self._clock.to_wall
+        start = to_wall(event.start_ns)
+        end = to_wall(event.end_ns) if event.end_ns else start
+        request_len = min(event.request_len, len(event.request))
+        response_len = min(event.response_len, len(event.response))
+        return Exchange(
+            pid=event.pid,
+            tid=event.tid,
+            fd=event.fd,
+            conn_id=event.conn_id,
+            role=Role(event.role),
+            flags=ExchangeFlag(event.flags),
+            start_ns=start,
+            end_ns=end,
+            request_bytes=event.request_bytes,
+            response_bytes=event.response_bytes,
+            local=endpoint_address(event.local),
+            peer=endpoint_address(event.peer),
+            comm=event.comm.decode(errors="replace"),
+            request_head=bytes(event.request[:request_len]),
+            response_head=bytes(event.response[:response_len]),
+        )
+

@@ -1,0 +1,52 @@
+"""The embedded default: one readable line per span on stdout, for when no collector is set."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+)
+from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
+from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH
+from opentelemetry.trace import SpanKind, StatusCode
+
+
+def format_span(span: ReadableSpan) -> str:
+    attributes = span.attributes or {}
+    start = datetime.fromtimestamp((span.start_time or 0) / 1e9, tz=UTC)
+    duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+    service = span.resource.attributes.get(SERVICE_NAME, "?")
+    kind = "SERVER" if span.kind is SpanKind.SERVER else "CLIENT" if span.kind is SpanKind.CLIENT else span.kind.name
+    target = attributes.get(URL_PATH) or attributes.get(URL_FULL) or ""
+    status = attributes.get(HTTP_RESPONSE_STATUS_CODE, "-")
+    error = " ERROR" if span.status.status_code is StatusCode.ERROR else ""
+    trace_id = format(span.context.trace_id, "032x") if span.context else "-"
+    return (
+        f"{start:%Y-%m-%dT%H:%M:%S.%f}"[:-3]
+        + f"Z {service} {kind} {attributes.get(HTTP_REQUEST_METHOD, span.name)} {target} "
+        f"{status} {duration_ms:.2f}ms trace={trace_id}{error}"
+    )
+
+
+class ConsoleLineExporter(SpanExporter):
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        text = "".join(format_span(span) + "\n" for span in spans)
+        with self._lock:
+            self._out.write(text)
+            self._out.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass

@@ -1,0 +1,230 @@
+"""Export stage: span records and metric points through the OpenTelemetry SDK to one exporter.
+
+A traced host has many services and an SDK provider has one Resource. The decision: one
+TracerProvider and one MeterProvider per traced process (cheap objects holding its Resource),
+all feeding ONE shared export path:
+- every TracerProvider adds the same BatchSpanProcessor, so spans of many resources are
+  batched together and the OTLP exporter groups them by resource in one request;
+- every MeterProvider has a pull-only reader; one MetricsPump thread collects them all on the
+  export interval and sends one merged MetricsData through the one metric exporter.
+tests/unit/test_telemetry.py pins this.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+from opentelemetry import trace
+from opentelemetry.metrics import Histogram
+from opentelemetry.sdk.environment_variables import OTEL_METRIC_EXPORT_INTERVAL
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExporter, MetricsData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.semconv.metrics.http_metrics import (
+    HTTP_CLIENT_REQUEST_DURATION,
+    HTTP_SERVER_REQUEST_DURATION,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from otelbpf import __version__
+from otelbpf.export.http_spans import SpanRecord
+
+log = logging.getLogger(__name__)
+
+INSTRUMENTATION_SCOPE = "otelbpf"
+# The HTTP semantic conventions' advised bucket boundaries for request durations, in seconds.
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+DEFAULT_EXPORT_INTERVAL_MS = 60000
+_propagator = TraceContextTextMapPropagator()
+
+
+class ProcessTelemetry:
+    """The SDK objects of one traced process: its tracer and its metric instruments."""
+
+    def __init__(
+        self, resource: Resource, span_processor: SpanProcessor, reader: InMemoryMetricReader | None
+    ) -> None:
+        self.resource = resource
+        self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        self.tracer_provider.add_span_processor(span_processor)
+        self.tracer = self.tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
+        self.reader = reader
+        self.server_duration: Histogram | None = None
+        self.client_duration: Histogram | None = None
+        if reader is not None:
+            meter_provider = MeterProvider(
+                resource=resource, metric_readers=[reader], shutdown_on_exit=False
+            )
+            meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+            self.server_duration = meter.create_histogram(
+                HTTP_SERVER_REQUEST_DURATION,
+                unit="s",
+                description="Duration of HTTP server requests.",
+                explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+            )
+            self.client_duration = meter.create_histogram(
+                HTTP_CLIENT_REQUEST_DURATION,
+                unit="s",
+                description="Duration of HTTP client requests.",
+                explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+            )
+
+    def record(self, span: SpanRecord) -> None:
+        context = None
+        if span.traceparent and span.kind is SpanKind.SERVER:
+            context = _propagator.extract({"traceparent": span.traceparent})
+        sdk_span = self.tracer.start_span(
+            span.name,
+            context=context,
+            kind=span.kind,
+            attributes=span.attributes,
+            start_time=span.start_ns,
+        )
+        if span.is_error:
+            sdk_span.set_status(Status(StatusCode.ERROR))
+        sdk_span.end(end_time=span.end_ns)
+        histogram = self.server_duration if span.kind is SpanKind.SERVER else self.client_duration
+        if histogram is not None:
+            histogram.record((span.end_ns - span.start_ns) / 1e9, span.metric_attributes)
+
+
+class MetricsPump:
+    """Collects every process's reader on the export interval and exports one MetricsData."""
+
+    def __init__(
+        self,
+        exporter: MetricExporter,
+        readers: Callable[[], list[InMemoryMetricReader]],
+        interval_ms: int | None = None,
+    ) -> None:
+        self.exporter = exporter
+        self._readers = readers
+        if interval_ms is None:
+            interval_ms = int(os.environ.get(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MS))
+        self.interval_s = max(0.05, interval_ms / 1000)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="otelbpf-metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.export_once()
+
+    def export_once(self) -> None:
+        with self._lock:
+            resource_metrics = []
+            for reader in self._readers():
+                data = reader.get_metrics_data()
+                if data is not None:
+                    resource_metrics.extend(data.resource_metrics)
+            if not resource_metrics:
+                return
+            try:
+                self.exporter.export(MetricsData(resource_metrics=resource_metrics))
+            except Exception as error:  # a collector that is down must not stop the agent
+                log.warning("metric export failed: %s", error)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.export_once()
+        self.exporter.shutdown()
+
+
+class Telemetry:
+    """Routes span records to their process's SDK objects; owns the shared export path."""
+
+    def __init__(
+        self,
+        span_processor: SpanProcessor,
+        metric_exporter: MetricExporter | None,
+        resource_of: Callable[[int, str], Resource],
+        max_processes: int = 4096,
+        export_interval_ms: int | None = None,
+    ) -> None:
+        self.span_processor = span_processor
+        self._resource_of = resource_of
+        self._max_processes = max_processes
+        self._processes: OrderedDict[int, ProcessTelemetry] = OrderedDict()
+        self._extra_readers: list[InMemoryMetricReader] = []
+        self._retired_readers: list[InMemoryMetricReader] = []  # collected once more, then gone
+        self._lock = threading.Lock()
+        self.metric_exporter = metric_exporter
+        self.pump: MetricsPump | None = None
+        if metric_exporter is not None:
+            self.pump = MetricsPump(metric_exporter, self._all_readers, export_interval_ms)
+
+    def _new_reader(self) -> InMemoryMetricReader | None:
+        if self.metric_exporter is None:
+            return None
+        return InMemoryMetricReader(
+            preferred_temporality=self.metric_exporter._preferred_temporality,
+            preferred_aggregation=self.metric_exporter._preferred_aggregation,
+        )
+
+    def _all_readers(self) -> list[InMemoryMetricReader]:
+        with self._lock:
+            readers = [p.reader for p in self._processes.values() if p.reader is not None]
+            retired, self._retired_readers = self._retired_readers, []
+        return self._extra_readers + retired + readers
+
+    def meter_provider(self, resource: Resource) -> MeterProvider | None:
+        """A MeterProvider exported through the shared pump (the agent's own metrics)."""
+        reader = self._new_reader()
+        if reader is None:
+            return None
+        self._extra_readers.append(reader)
+        return MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+
+    def start(self) -> None:
+        if self.pump is not None:
+            self.pump.start()
+
+    def process(self, pid: int, comm: str = "") -> ProcessTelemetry:
+        with self._lock:
+            found = self._processes.get(pid)
+            if found is not None:
+                self._processes.move_to_end(pid)
+                return found
+        created = ProcessTelemetry(self._resource_of(pid, comm), self.span_processor, self._new_reader())
+        with self._lock:
+            self._processes[pid] = created
+            while len(self._processes) > self._max_processes:
+                self._retire(self._processes.popitem(last=False)[1])
+        return created
+
+    def forget(self, pid: int) -> None:
+        """A process exec'd or its pid may be reused: describe it afresh next time."""
+        with self._lock:
+            old = self._processes.pop(pid, None)
+            if old is not None:
+                self._retire(old)
+
+    def _retire(self, old: ProcessTelemetry) -> None:
+        # its last points go out with the next collection; then it is dropped
+        if old.reader is not None:
+            self._retired_readers.append(old.reader)
+
+    def record(self, pid: int, comm: str, span: SpanRecord) -> None:
+        self.process(pid, comm).record(span)
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self.span_processor.force_flush(int(timeout_s * 1000))
+        self.span_processor.shutdown()
+        if self.pump is not None:
+            self.pump.shutdown()
+
+
+def null_tracer_provider() -> None:
+    """Keep the global provider a no-op: the agent's spans go only where Telemetry sends them."""
+    trace.set_tracer_provider(trace.NoOpTracerProvider())

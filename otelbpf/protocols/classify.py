@@ -1,0 +1,36 @@
+"""Protocol stage: say what each exchange speaks and attach its parsed fields.
+
+HTTP/1.x heads go through the sans-IO parser. TLS records seen at the socket layer are
+ciphertext no library hook decrypted: they are marked, counted and never turned into spans.
+Anything else is unknown and counted as unparsed.
+"""
+
+from __future__ import annotations
+
+from otelbpf.exchange import Exchange, Protocol
+from otelbpf.protocols import http1
+
+# TLS record types (handshake, application data, alert, change cipher spec) then version 3.x
+_TLS_RECORD_TYPES = frozenset((0x14, 0x15, 0x16, 0x17))
+
+
+def is_tls_record(head: bytes) -> bool:
+    return len(head) >= 3 and head[0] in _TLS_RECORD_TYPES and head[1] == 0x03 and head[2] <= 0x04
+
+
+def classify(exchange: Exchange) -> Protocol:
+    head = exchange.request_head
+    if http1.looks_like_request(head):
+        request = http1.parse_request(head)
+        if isinstance(request, http1.RequestHead):
+            exchange.protocol = Protocol.HTTP1
+            exchange.http_request = request
+            response = http1.parse_response(exchange.response_head)
+            if isinstance(response, http1.ResponseHead):
+                exchange.http_response = response
+            return Protocol.HTTP1
+    if is_tls_record(head) or is_tls_record(exchange.response_head):
+        exchange.protocol = Protocol.TLS
+        return Protocol.TLS
+    exchange.protocol = Protocol.UNKNOWN
+    return Protocol.UNKNOWN

@@ -1,0 +1,82 @@
+"""Resource detection: who a traced process is, as OpenTelemetry resource attributes.
+
+One Resource per traced process: service.name (the process's own OTEL_SERVICE_NAME, else the
+service.name in its OTEL_RESOURCE_ATTRIBUTES, else its executable name), process.* facts from
+psutil, host.name, and the agent's OTEL_RESOURCE_ATTRIBUTES for every process. Processes that
+exit before they are looked at fall back to what the kernel event carried (pid and comm).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import unquote
+
+import psutil
+from opentelemetry.sdk.environment_variables import OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_NAME
+from opentelemetry.semconv._incubating.attributes.process_attributes import (
+    PROCESS_COMMAND_LINE,
+    PROCESS_EXECUTABLE_NAME,
+    PROCESS_EXECUTABLE_PATH,
+    PROCESS_PID,
+)
+from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
+
+AttributeMap = dict[str, str | int]
+
+
+def parse_resource_attributes(text: str | None) -> dict[str, str]:
+    """OTEL_RESOURCE_ATTRIBUTES syntax: key1=value1,key2=value2, values percent-encoded."""
+    attributes: dict[str, str] = {}
+    for item in (text or "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = unquote(value.strip())
+    return attributes
+
+
+class ResourceDetector:
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self._agent_attributes = parse_resource_attributes(env.get(OTEL_RESOURCE_ATTRIBUTES))
+        # the agent's own service name names the agent, never the processes it traces
+        self._agent_attributes.pop(SERVICE_NAME, None)
+        self._host_name = socket.gethostname()
+
+    def for_process(self, pid: int, comm: str = "") -> Resource:
+        attributes: AttributeMap = {**self._agent_attributes}
+        attributes[HOST_NAME] = self._host_name
+        attributes[PROCESS_PID] = pid
+        service_name = None
+        try:
+            process = psutil.Process(pid)
+            with process.oneshot():
+                exe = process.exe()
+                name = os.path.basename(exe) if exe else process.name()
+                cmdline = process.cmdline()
+                try:
+                    environ = process.environ()
+                except (psutil.AccessDenied, OSError):
+                    environ = {}
+        except (psutil.Error, OSError):
+            exe, name, cmdline, environ = "", comm, [], {}
+        own = parse_resource_attributes(environ.get(OTEL_RESOURCE_ATTRIBUTES))
+        attributes.update(own)
+        service_name = environ.get(OTEL_SERVICE_NAME) or own.get(SERVICE_NAME) or name or comm
+        attributes[SERVICE_NAME] = service_name or f"pid-{pid}"
+        if name:
+            attributes[PROCESS_EXECUTABLE_NAME] = name
+        if exe:
+            attributes[PROCESS_EXECUTABLE_PATH] = exe
+        if cmdline:
+            attributes[PROCESS_COMMAND_LINE] = " ".join(cmdline)
+        return Resource(attributes)
+
+    def for_agent(self) -> Resource:
+        attributes: AttributeMap = {**self._agent_attributes}
+        attributes[SERVICE_NAME] = os.environ.get(OTEL_SERVICE_NAME) or "otelbpf"
+        attributes[HOST_NAME] = self._host_name
+        attributes[PROCESS_PID] = os.getpid()
+        return Resource(attributes)

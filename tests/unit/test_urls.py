@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from otelbpf.urls import (
+    MAX_ROUTE_LEN,
+    MAX_ROUTE_SEGMENTS,
+    origin_for_url,
+    redact_query,
+    route_of,
+    split_target,
+)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/", ("/", None)),
+        ("/users/1", ("/users/1", None)),
+        ("/users/1?x=2", ("/users/1", "x=2")),
+        ("/search?q=a&page=2", ("/search", "q=a&page=2")),
+        ("/p?", ("/p", "")),
+        ("/p#frag", ("/p", None)),
+        ("/p?q=1#frag", ("/p", "q=1")),
+        ("/p#frag?not=query", ("/p", None)),
+        ("/a?b?c", ("/a", "b?c")),
+        ("//double//slash/", ("//double//slash/", None)),
+        ("", ("/", None)),
+        ("?q=1", ("/", None)),  # not origin-form: treated like authority-form
+        ("http://host:8080/p?q", ("/p", "q")),
+        ("http://host:8080/p?q#f", ("/p", "q")),
+        ("https://example.com", ("/", None)),
+        ("http://example.com?x=1", ("/", "x=1")),
+        ("http://example.com#top", ("/", None)),
+        ("http://user:pw@[::1]:8080/a/b", ("/a/b", None)),
+        ("HTTP://EXAMPLE.COM/Upper", ("/Upper", None)),
+        ("*", ("*", None)),
+        ("example.com:443", ("/", None)),
+        ("[::1]:443", ("/", None)),
+    ],
+)
+def test_split_target(target: str, expected: tuple[str, str | None]) -> None:
+    assert split_target(target) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("a=1&b=&c", "a=REDACTED&b=REDACTED&c"),
+        ("token=secret", "token=REDACTED"),
+        ("q=a=b", "q=REDACTED"),
+        ("flag", "flag"),
+        ("", ""),
+        ("a=1&&b=2", "a=REDACTED&&b=REDACTED"),
+        ("=x", "=REDACTED"),
+        ("z=9&a=1&z=8", "z=REDACTED&a=REDACTED&z=REDACTED"),
+        ("a=1;b=2", "a=REDACTED"),
+    ],
+)
+def test_redact_query(query: str, expected: str) -> None:
+    assert redact_query(query) == expected
+
+
+@pytest.mark.parametrize("query", ["a=1&b=&c", "token=secret", "", "flag"])
+def test_redact_query_keep_values(query: str) -> None:
+    assert redact_query(query, keep_values=True) == query
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("", "/"),
+        ("/", "/"),
+        ("/users/1", "/users/{id}"),
+        ("/users/2", "/users/{id}"),
+        ("/users/123456789/orders/42", "/users/{id}/orders/{id}"),
+        ("/users/", "/users/"),
+        ("/users/1/", "/users/{id}/"),
+        ("//a//1", "//a//{id}"),
+        ("/api/v1/healthz", "/api/v1/healthz"),
+        ("/static/index.html", "/static/index.html"),
+        ("/v2/items", "/v2/items"),
+        ("/orders/123e4567-e89b-12d3-a456-426614174000", "/orders/{id}"),
+        ("/orders/123E4567-E89B-12D3-A456-426614174000/items", "/orders/{id}/items"),
+        ("/orders/123e4567e89b12d3a456426614174000", "/orders/{id}"),
+        ("/orders/abcdefabcdefabcdefabcdefabcdefab", "/orders/{id}"),  # 32 hex, no digit
+        ("/blobs/deadbeef00112233", "/blobs/{id}"),  # 16 hex with digits
+        ("/blobs/deadbeef0011223", "/blobs/deadbeef0011223"),  # 15 hex: too short
+        ("/blobs/deadbeefdeadbeef", "/blobs/deadbeefdeadbeef"),  # hex-looking word, no digit
+        ("/s/aB3dE5fG7hJ9kL1mN2pQ", "/s/{id}"),  # 20-char base64url token
+        ("/s/aB3dE5fG7h-J9kL1_N2pQ4", "/s/{id}"),
+        ("/s/aB3dE5fG7hJ9kL1mN2p", "/s/aB3dE5fG7hJ9kL1mN2p"),  # 19 chars: kept
+        ("/docs/internationalization", "/docs/internationalization"),  # letters only
+        ("/n/12345678901234567890123", "/n/{id}"),
+        ("/x/\u0661\u0662\u0663", "/x/\u0661\u0662\u0663"),  # non-ASCII digits kept
+        ("/users/1?x=2", "/users/{id}"),
+        ("/users/1#top", "/users/{id}"),
+        ("users/1", "/users/{id}"),
+        ("*", "/*"),
+    ],
+)
+def test_route_of(path: str, expected: str) -> None:
+    assert route_of(path) == expected
+
+
+def test_route_of_segment_cap() -> None:
+    path = "/" + "/".join(f"s{i}" for i in range(40))
+    expected = "/" + "/".join(f"s{i}" for i in range(MAX_ROUTE_SEGMENTS - 1)) + "/{rest}"
+    assert route_of(path) == expected
+    assert route_of(path).count("/") == MAX_ROUTE_SEGMENTS
+
+
+def test_route_of_exactly_max_segments_not_capped() -> None:
+    path = "/" + "/".join(f"s{i}" for i in range(MAX_ROUTE_SEGMENTS))
+    assert route_of(path) == path
+
+
+def test_route_of_length_cap() -> None:
+    seg = "a" * 60
+    path = "/" + "/".join([seg] * 5)  # 305 chars
+    assert route_of(path) == f"/{seg}/{seg}/{seg}/{seg}/{{rest}}"  # 251 chars
+    assert len(route_of(path)) <= MAX_ROUTE_LEN
+
+
+def test_route_of_length_exactly_max_not_capped() -> None:
+    path = "/" + "a" * (MAX_ROUTE_LEN - 1)
+    assert route_of(path) == path
+
+
+def test_route_of_single_huge_segment() -> None:
+    assert route_of("/" + "word" * 200) == "/{rest}"
+
+
+@given(st.text(max_size=600))
+def test_route_of_arbitrary_text(path: str) -> None:
+    route = route_of(path)
+    assert route.startswith("/")
+    assert len(route) <= MAX_ROUTE_LEN
+    assert route.count("/") <= MAX_ROUTE_SEGMENTS
+
+
+@given(st.lists(st.text(st.characters(blacklist_characters="/?#"), max_size=40), max_size=30))
+def test_route_of_arbitrary_segments(segments: list[str]) -> None:
+    route = route_of("/" + "/".join(segments))
+    assert route.startswith("/")
+    assert len(route) <= MAX_ROUTE_LEN
+
+
+@given(st.text(max_size=200))
+def test_split_target_and_redact_arbitrary_text(target: str) -> None:
+    path, query = split_target(target)
+    assert path.startswith("/") or path == "*"
+    assert "#" not in path and "?" not in path
+    if query is not None:
+        assert "#" not in query
+        redacted = redact_query(query)
+        assert redacted.count("&") == query.count("&")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "port", "expected"),
+    [
+        ("http", "example.com", None, "http://example.com"),
+        ("http", "example.com", 80, "http://example.com"),
+        ("http", "example.com", 8080, "http://example.com:8080"),
+        ("http", "example.com", 443, "http://example.com:443"),
+        ("https", "example.com", 443, "https://example.com"),
+        ("https", "example.com", 80, "https://example.com:80"),
+        ("HTTPS", "example.com", 443, "https://example.com"),
+        ("http", "10.0.0.1", 3000, "http://10.0.0.1:3000"),
+        ("http", "::1", 8080, "http://[::1]:8080"),
+        ("https", "2001:db8::1", 443, "https://[2001:db8::1]"),
+        ("http", "[::1]", 80, "http://[::1]"),
+        ("http", "fe80::1%eth0", 8080, "http://[fe80::1%25eth0]:8080"),
+        ("ws", "h", 80, "ws://h"),
+        ("wss", "h", 8443, "wss://h:8443"),
+    ],
+)
+def test_origin_for_url(scheme: str, host: str, port: int | None, expected: str) -> None:
+    assert origin_for_url(scheme, host, port) == expected
