@@ -75,7 +75,8 @@ struct io_args {
     __u64 iovcnt;
     __u8 kind;
     __u8 dir;
-    __u8 _pad[6];
+    __u8 _pad[2];
+    __s32 nr; /* syscall number the entry saw; -1 when unknown (kprobes) */
 };
 BPF_HASH(pending_io, __u64, struct io_args, 16384);
 
@@ -88,6 +89,7 @@ BPF_HASH(pending_connect, __u64, struct connect_args, 4096);
 struct accept_args {
     __u64 listen_fd;
     const void *peer_addr;
+    __s64 nr;
 };
 BPF_HASH(pending_accept, __u64, struct accept_args, 4096);
 
@@ -306,27 +308,35 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
 
 /* ---------------------------------------------------------------- syscall handlers */
 
-static __always_inline int io_enter(__u64 fd, const void *buf, __u64 iovcnt, __u8 kind,
-                                    __u8 dir) {
+static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 iovcnt,
+                                    __u8 kind, __u8 dir) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
     if (!is_traced(tgid))
         return 0;
     __u64 key = conn_key_of(tgid, fd);
-    if (!conns.lookup(&key))
+    if (!conns.lookup(&key)) {
+        /* The agent may have left an entry for a call it found blocked at start-up (see
+         * seed_blocked_calls in otelbpf/connections.py) that ended unseen: never let it
+         * stand for this call. */
+        pending_io.delete(&pid_tgid);
         return 0;
-    struct io_args io = {.conn_key = key, .buf = buf, .iovcnt = iovcnt, .kind = kind, .dir = dir};
+    }
+    struct io_args io = {
+        .conn_key = key, .buf = buf, .iovcnt = iovcnt, .kind = kind, .dir = dir, .nr = nr};
     pending_io.update(&pid_tgid, &io);
     return 0;
 }
 
-static __always_inline int io_exit(__s64 ret) {
+static __always_inline int io_exit(__s32 nr, __s64 ret) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     struct io_args *pending = pending_io.lookup(&pid_tgid);
     if (!pending)
         return 0;
     struct io_args io = *pending;
     pending_io.delete(&pid_tgid);
+    if (io.nr >= 0 && nr >= 0 && io.nr != nr)
+        return 0; /* left by another call */
     if (ret <= 0)
         return 0;
     struct conn_state *conn = conns.lookup(&io.conn_key);
@@ -413,22 +423,24 @@ static __always_inline int connect_exit(__s64 ret) {
     return 0;
 }
 
-static __always_inline int accept_enter(__u64 listen_fd, const void *peer_addr) {
+static __always_inline int accept_enter(__s32 nr, __u64 listen_fd, const void *peer_addr) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!is_traced(pid_tgid >> 32))
         return 0;
-    struct accept_args args = {.listen_fd = listen_fd, .peer_addr = peer_addr};
+    struct accept_args args = {.listen_fd = listen_fd, .peer_addr = peer_addr, .nr = nr};
     pending_accept.update(&pid_tgid, &args);
     return 0;
 }
 
-static __always_inline int accept_exit(__s64 ret) {
+static __always_inline int accept_exit(__s32 nr, __s64 ret) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     struct accept_args *pending = pending_accept.lookup(&pid_tgid);
     if (!pending)
         return 0;
     struct accept_args args = *pending;
     pending_accept.delete(&pid_tgid);
+    if (args.nr >= 0 && nr >= 0 && args.nr != nr)
+        return 0;
     if (ret < 0)
         return 0;
     __u32 tgid = pid_tgid >> 32;
@@ -555,47 +567,47 @@ int on_sched_process_exit(struct tracepoint__sched__sched_process_exit *args) {
 #define SYS_ENTER(name) int tp_enter_##name(struct sys_enter_ctx *ctx)
 #define SYS_EXIT(name) int tp_exit_##name(struct sys_exit_ctx *ctx)
 
-SYS_ENTER(read) { return io_enter(ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_INGRESS); }
-SYS_ENTER(recvfrom) { return io_enter(ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_INGRESS); }
-SYS_ENTER(readv) { return io_enter(ctx->args[0], (void *)ctx->args[1], ctx->args[2], IO_IOVEC, DIR_INGRESS); }
-SYS_ENTER(recvmsg) { return io_enter(ctx->args[0], (void *)ctx->args[1], 0, IO_MSG, DIR_INGRESS); }
-SYS_ENTER(write) { return io_enter(ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_EGRESS); }
-SYS_ENTER(sendto) { return io_enter(ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_EGRESS); }
-SYS_ENTER(writev) { return io_enter(ctx->args[0], (void *)ctx->args[1], ctx->args[2], IO_IOVEC, DIR_EGRESS); }
-SYS_ENTER(sendmsg) { return io_enter(ctx->args[0], (void *)ctx->args[1], 0, IO_MSG, DIR_EGRESS); }
-SYS_ENTER(sendfile64) { return io_enter(ctx->args[0], NULL, 0, IO_SIZE_ONLY, DIR_EGRESS); }
-SYS_EXIT(io) { return io_exit(ctx->ret); }
+SYS_ENTER(read) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_INGRESS); }
+SYS_ENTER(recvfrom) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_INGRESS); }
+SYS_ENTER(readv) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], ctx->args[2], IO_IOVEC, DIR_INGRESS); }
+SYS_ENTER(recvmsg) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], 0, IO_MSG, DIR_INGRESS); }
+SYS_ENTER(write) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_EGRESS); }
+SYS_ENTER(sendto) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], 0, IO_FLAT, DIR_EGRESS); }
+SYS_ENTER(writev) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], ctx->args[2], IO_IOVEC, DIR_EGRESS); }
+SYS_ENTER(sendmsg) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], 0, IO_MSG, DIR_EGRESS); }
+SYS_ENTER(sendfile64) { return io_enter(ctx->nr, ctx->args[0], NULL, 0, IO_SIZE_ONLY, DIR_EGRESS); }
+SYS_EXIT(io) { return io_exit(ctx->nr, ctx->ret); }
 
 SYS_ENTER(socket) { return socket_enter(ctx->args[1]); }
 SYS_EXIT(socket) { return socket_exit(ctx->ret); }
 SYS_ENTER(bind) { return bind_enter(ctx->args[0], (void *)ctx->args[1]); }
 SYS_ENTER(connect) { return connect_enter(ctx->args[0], (void *)ctx->args[1]); }
 SYS_EXIT(connect) { return connect_exit(ctx->ret); }
-SYS_ENTER(accept) { return accept_enter(ctx->args[0], (void *)ctx->args[1]); }
-SYS_EXIT(accept) { return accept_exit(ctx->ret); }
+SYS_ENTER(accept) { return accept_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1]); }
+SYS_EXIT(accept) { return accept_exit(ctx->nr, ctx->ret); }
 SYS_ENTER(close) { return close_enter(ctx->args[0]); }
 SYS_ENTER(getppid) { return flush_trigger(); }
 
 /* ---------------------------------------------------------------- kprobe entry points
  * bcc's syscall__ prefix unwraps the syscall wrapper's pt_regs into these arguments. */
 
-int syscall__read(struct pt_regs *ctx, int fd, void *buf) { return io_enter(fd, buf, 0, IO_FLAT, DIR_INGRESS); }
-int syscall__recvfrom(struct pt_regs *ctx, int fd, void *buf) { return io_enter(fd, buf, 0, IO_FLAT, DIR_INGRESS); }
-int syscall__readv(struct pt_regs *ctx, int fd, void *iov, __u64 n) { return io_enter(fd, iov, n, IO_IOVEC, DIR_INGRESS); }
-int syscall__recvmsg(struct pt_regs *ctx, int fd, void *msg) { return io_enter(fd, msg, 0, IO_MSG, DIR_INGRESS); }
-int syscall__write(struct pt_regs *ctx, int fd, void *buf) { return io_enter(fd, buf, 0, IO_FLAT, DIR_EGRESS); }
-int syscall__sendto(struct pt_regs *ctx, int fd, void *buf) { return io_enter(fd, buf, 0, IO_FLAT, DIR_EGRESS); }
-int syscall__writev(struct pt_regs *ctx, int fd, void *iov, __u64 n) { return io_enter(fd, iov, n, IO_IOVEC, DIR_EGRESS); }
-int syscall__sendmsg(struct pt_regs *ctx, int fd, void *msg) { return io_enter(fd, msg, 0, IO_MSG, DIR_EGRESS); }
-int syscall__sendfile64(struct pt_regs *ctx, int out_fd) { return io_enter(out_fd, NULL, 0, IO_SIZE_ONLY, DIR_EGRESS); }
-int kret_io(struct pt_regs *ctx) { return io_exit(PT_REGS_RC(ctx)); }
+int syscall__read(struct pt_regs *ctx, int fd, void *buf) { return io_enter(-1, fd, buf, 0, IO_FLAT, DIR_INGRESS); }
+int syscall__recvfrom(struct pt_regs *ctx, int fd, void *buf) { return io_enter(-1, fd, buf, 0, IO_FLAT, DIR_INGRESS); }
+int syscall__readv(struct pt_regs *ctx, int fd, void *iov, __u64 n) { return io_enter(-1, fd, iov, n, IO_IOVEC, DIR_INGRESS); }
+int syscall__recvmsg(struct pt_regs *ctx, int fd, void *msg) { return io_enter(-1, fd, msg, 0, IO_MSG, DIR_INGRESS); }
+int syscall__write(struct pt_regs *ctx, int fd, void *buf) { return io_enter(-1, fd, buf, 0, IO_FLAT, DIR_EGRESS); }
+int syscall__sendto(struct pt_regs *ctx, int fd, void *buf) { return io_enter(-1, fd, buf, 0, IO_FLAT, DIR_EGRESS); }
+int syscall__writev(struct pt_regs *ctx, int fd, void *iov, __u64 n) { return io_enter(-1, fd, iov, n, IO_IOVEC, DIR_EGRESS); }
+int syscall__sendmsg(struct pt_regs *ctx, int fd, void *msg) { return io_enter(-1, fd, msg, 0, IO_MSG, DIR_EGRESS); }
+int syscall__sendfile64(struct pt_regs *ctx, int out_fd) { return io_enter(-1, out_fd, NULL, 0, IO_SIZE_ONLY, DIR_EGRESS); }
+int kret_io(struct pt_regs *ctx) { return io_exit(-1, PT_REGS_RC(ctx)); }
 
 int syscall__socket(struct pt_regs *ctx, int family, int type) { return socket_enter(type); }
 int kret_socket(struct pt_regs *ctx) { return socket_exit(PT_REGS_RC(ctx)); }
 int syscall__bind(struct pt_regs *ctx, int fd, void *addr) { return bind_enter(fd, addr); }
 int syscall__connect(struct pt_regs *ctx, int fd, void *addr) { return connect_enter(fd, addr); }
 int kret_connect(struct pt_regs *ctx) { return connect_exit(PT_REGS_RC(ctx)); }
-int syscall__accept(struct pt_regs *ctx, int fd, void *addr) { return accept_enter(fd, addr); }
-int kret_accept(struct pt_regs *ctx) { return accept_exit(PT_REGS_RC(ctx)); }
+int syscall__accept(struct pt_regs *ctx, int fd, void *addr) { return accept_enter(-1, fd, addr); }
+int kret_accept(struct pt_regs *ctx) { return accept_exit(-1, PT_REGS_RC(ctx)); }
 int syscall__close(struct pt_regs *ctx, int fd) { return close_enter(fd); }
 int syscall__getppid(struct pt_regs *ctx) { return flush_trigger(); }

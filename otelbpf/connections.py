@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import platform
 import time
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import psutil
 
@@ -39,6 +41,57 @@ class ConnectionSeeder(Protocol):
         conn_id: int,
     ) -> bool: ...
 
+    def seed_blocked_read(
+        self, pid: int, tid: int, nr: int, fd: int, buf: int, iovcnt: int, kind: int
+    ) -> None: ...
+
+    def seed_blocked_accept(self, pid: int, tid: int, nr: int, listen_fd: int, addr: int) -> None: ...
+
+
+class BlockedCall(NamedTuple):
+    kind: str  # "read" or "accept"
+    io_kind: int  # IO_FLAT / IO_IOVEC / IO_MSG as bpf/sockets.c numbers them
+
+
+# Syscalls a thread can sit in when the probes attach, whose exit we must not miss: a read
+# already waiting for the next request, an accept waiting for the next connection.
+BLOCKING_SYSCALLS: dict[str, dict[int, BlockedCall]] = {
+    "x86_64": {
+        0: BlockedCall("read", 0),  # read
+        45: BlockedCall("read", 0),  # recvfrom
+        19: BlockedCall("read", 1),  # readv
+        47: BlockedCall("read", 2),  # recvmsg
+        43: BlockedCall("accept", 0),  # accept
+        288: BlockedCall("accept", 0),  # accept4
+    },
+    "aarch64": {
+        63: BlockedCall("read", 0),
+        207: BlockedCall("read", 0),
+        65: BlockedCall("read", 1),
+        212: BlockedCall("read", 2),
+        202: BlockedCall("accept", 0),
+        242: BlockedCall("accept", 0),
+    },
+}
+
+
+def blocked_syscalls(pid: int) -> list[tuple[int, int, list[int]]]:
+    """(tid, syscall number, arguments) of pid's threads now blocked in a system call."""
+    found = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as file:
+                fields = file.read().split()
+        except OSError:
+            continue
+        if len(fields) >= 7 and fields[0].isdigit():
+            found.append((int(tid), int(fields[0]), [int(arg, 16) for arg in fields[1:7]]))
+    return found
+
 
 class ExistingConnections:
     def __init__(self, probes: ConnectionSeeder) -> None:
@@ -50,9 +103,12 @@ class ExistingConnections:
         table = procfs.read_tcp_table(pid)
         listening = procfs.listening_ports(table)
         seeded = 0
+        connection_fds: set[int] = set()
+        listener_fds: set[int] = set()
         for fd, sock in procfs.tcp_sockets_of(pid, table):
             if sock.state == procfs.TCP_LISTEN:
                 self._probes.seed_listener(pid, fd, sock.family, sock.local_raw, sock.local.port)
+                listener_fds.add(fd)
                 continue
             if sock.state != procfs.TCP_ESTABLISHED:
                 continue
@@ -72,7 +128,26 @@ class ExistingConnections:
                 next(self._ids),
             ):
                 seeded += 1
+                connection_fds.add(fd)
+        self._seed_blocked_calls(pid, connection_fds, listener_fds)
         return seeded
+
+    def _seed_blocked_calls(self, pid: int, connection_fds: set[int], listener_fds: set[int]) -> None:
+        """Threads already inside read() or accept() when the probes attached: their syscall
+        entry was never seen, so without this the request (or connection) they return would be
+        lost. /proc/PID/task/TID/syscall gives the call's number and arguments; the kernel side
+        checks the number again at the exit, so an entry left by a call that ended unseen is
+        dropped, never misread."""
+        table = BLOCKING_SYSCALLS.get(platform.machine(), {})
+        for tid, nr, args in blocked_syscalls(pid):
+            call = table.get(nr)
+            if call is None:
+                continue
+            fd = args[0]
+            if call.kind == "read" and fd in connection_fds:
+                self._probes.seed_blocked_read(pid, tid, nr, fd, args[1], args[2], call.io_kind)
+            elif call.kind == "accept" and fd in listener_fds:
+                self._probes.seed_blocked_accept(pid, tid, nr, fd, args[1])
 
 
 class OwnTraffic:

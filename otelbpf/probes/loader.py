@@ -229,6 +229,28 @@ class SocketProbes:
             return False
         return True
 
+    def seed_blocked_read(
+        self, pid: int, tid: int, nr: int, fd: int, buf: int, iovcnt: int, kind: int
+    ) -> None:
+        """A thread already inside a read when the probes attached: its exit still counts."""
+        table = self.bpf["pending_io"]
+        args = table.Leaf()
+        args.conn_key = conn_key(pid, fd)
+        args.buf = buf
+        args.iovcnt = iovcnt
+        args.kind = kind
+        args.dir = 1  # DIR_INGRESS
+        args.nr = nr
+        table[table.Key(conn_key(pid, tid))] = args
+
+    def seed_blocked_accept(self, pid: int, tid: int, nr: int, listen_fd: int, addr: int) -> None:
+        table = self.bpf["pending_accept"]
+        args = table.Leaf()
+        args.listen_fd = listen_fd
+        args.peer_addr = addr
+        args.nr = nr
+        table[table.Key(conn_key(pid, tid))] = args
+
     # -------------------------------------------------------------- counters and sweep
 
     def counters(self) -> dict[Counter, int]:

@@ -1,0 +1,153 @@
+"""Processes the end-to-end tests start: the agent, servers, clients; and free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = Path(__file__).resolve().parent / "apps"
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class AgentProcess:
+    """`otelbpf run ARGS` as a real process; ready once it logs that tracing began."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self._dir = tempfile.TemporaryDirectory(prefix="otelbpf-agent-")
+        self.stdout_path = Path(self._dir.name) / "stdout"
+        self.stderr_path = Path(self._dir.name) / "stderr"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+        self.stop_seconds: float | None = None
+
+    def start(self, timeout: float = 60.0) -> AgentProcess:
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                [PYTHON, "-m", "otelbpf.cli", "run", *self.args],
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                cwd=ROOT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "otelbpf INFO tracing " in self.stderr:
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"agent exited {self.process.returncode}:\n{self.stderr}")
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"agent did not start tracing:\n{self.stderr}")
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        """Signal the agent and wait; returns its exit code (-9 when it had to be killed)."""
+        if self.process is None or self.returncode is not None:
+            return self.returncode if self.returncode is not None else -1
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        try:
+            self.returncode = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            self.returncode = -9
+        self.stop_seconds = time.monotonic() - started
+        return self.returncode
+
+    def __enter__(self) -> AgentProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+
+class Background:
+    """A helper process the test owns: killed at the end whatever happens."""
+
+    def __init__(self, argv: list[str], ready_line: str | None = None, **popen: object) -> None:
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True, **popen
+        )
+        if ready_line is not None:
+            line = self.process.stdout.readline()
+            if not line.startswith(ready_line):
+                self.stop()
+                raise RuntimeError(f"{argv[0]} did not start: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, line: str) -> str:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def python_server(port: int) -> Background:
+    return Background([PYTHON, str(APPS / "http_server.py"), str(port)], ready_line="ready")
+
+
+def python_client(*args: object, **popen: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, str(APPS / "http_client.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        **popen,
+    )
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

@@ -1,0 +1,263 @@
+"""End to end: a real threaded Python http.server and real clients, traced by the real agent,
+exported to a real OTLP receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.e2e.conftest import agent_env, require
+from tests.e2e.harness import APPS, PYTHON, Background, curl, python_client
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+
+MS = 1_000_000
+SERVER_EXE = os.path.basename(os.path.realpath(PYTHON))
+
+
+def server_spans(spans: list[ReceivedSpan], pid: int) -> list[ReceivedSpan]:
+    return [s for s in spans if s.kind == "SERVER" and s.resource.get("process.pid") == pid]
+
+
+def wait_server_spans(receiver: OtlpReceiver, pid: int, n: int, timeout: float = 15) -> list[ReceivedSpan]:
+    spans = receiver.wait_for_spans(lambda all_: len(server_spans(all_, pid)) >= n, timeout)
+    return server_spans(spans, pid)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_keepalive_requests_give_one_span_each(receiver, server, start_agent, protocol):
+    proc, port = server
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver, protocol))
+
+    python_client("keepalive", "127.0.0.1", port, "/users/7?token=secret&page=2", 5)
+
+    spans = wait_server_spans(receiver, proc.pid, 5)
+    assert len(spans) == 5
+    for span in spans:
+        assert span.name == "GET /users/{id}"
+        assert span.status_code == "UNSET"
+        attrs = span.attributes
+        assert attrs["http.request.method"] == "GET"
+        assert attrs["url.path"] == "/users/7"
+        assert attrs["url.query"] == "token=REDACTED&page=REDACTED"
+        assert attrs["url.scheme"] == "http"
+        assert attrs["http.route"] == "/users/{id}"
+        assert attrs["http.response.status_code"] == 200
+        assert attrs["server.address"] == "127.0.0.1"
+        assert attrs["server.port"] == port
+        assert attrs["client.address"] == "127.0.0.1"
+        assert attrs["network.protocol.version"] == "1.1"
+        assert "user_agent.original" not in attrs  # http.client sends none
+        assert attrs["http.response.body.size"] == 5
+        assert attrs["http.request.body.size"] == 0
+        assert span.end_ns >= span.start_ns
+        assert span.resource["service.name"] == SERVER_EXE
+        assert span.resource["process.executable.name"] == SERVER_EXE
+        assert span.resource["process.pid"] == proc.pid
+    # one connection: every span has the same client port
+    assert len({s.attributes["client.port"] for s in spans}) == 1
+    assert len({s.trace_id for s in spans}) == 5
+
+
+def test_concurrent_connections(receiver, server, start_agent):
+    proc, port = server
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+
+    python_client("concurrent", "127.0.0.1", port, 8, 3)
+
+    spans = wait_server_spans(receiver, proc.pid, 24)
+    assert len(spans) == 24
+    assert len({s.attributes["client.port"] for s in spans}) == 8
+    assert sorted(s.attributes["url.path"] for s in spans) == sorted(
+        f"/users/{t * 100 + i}" for t in range(8) for i in range(3)
+    )
+    assert {s.name for s in spans} == {"GET /users/{id}"}
+
+
+def test_post_404_500_and_handler_duration(receiver, server, start_agent):
+    proc, port = server
+    require("curl")
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+    base = f"http://127.0.0.1:{port}"
+
+    assert curl("-X", "POST", "--data-binary", "x" * 1000, f"{base}/echo").stdout == "201"
+    assert curl(f"{base}/status/404").stdout == "404"
+    assert curl(f"{base}/status/500").stdout == "500"
+    assert curl(f"{base}/slow").stdout == "200"
+
+    spans = {s.attributes["url.path"]: s for s in wait_server_spans(receiver, proc.pid, 4)}
+    assert len(spans) == 4
+    post = spans["/echo"]
+    assert post.name == "POST /echo"
+    assert post.attributes["http.request.method"] == "POST"
+    assert post.attributes["http.request.body.size"] == 1000
+    assert post.attributes["http.response.status_code"] == 201
+    assert post.attributes["user_agent.original"].startswith("curl/")
+    assert spans["/status/404"].attributes["http.response.status_code"] == 404
+    assert spans["/status/404"].status_code == "UNSET"  # 4xx is the client's fault on a server
+    assert spans["/status/500"].attributes["http.response.status_code"] == 500
+    assert spans["/status/500"].status_code == "ERROR"
+    assert spans["/status/500"].name == "GET /status/{id}"
+    # the handler sleeps 20 ms: the span cannot be shorter
+    assert spans["/slow"].duration_ns >= 20 * MS
+
+
+def test_chunked_and_one_mebibyte_responses(receiver, server, start_agent):
+    proc, port = server
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+
+    assert curl(f"http://127.0.0.1:{port}/chunked").stdout == "200"
+    # The client reads the head, waits 300 ms, then drains: with a small receive buffer the
+    # server's writes block until then, so the span must last at least that long.
+    result = python_client("slowread", "127.0.0.1", port, "/big", 0.3)
+    assert result.stdout.strip().startswith("read ")
+
+    spans = {s.attributes["url.path"]: s for s in wait_server_spans(receiver, proc.pid, 2)}
+    chunked = spans["/chunked"]
+    assert chunked.attributes["http.response.status_code"] == 200
+    # three chunks with their framing: "5\r\nfirst\r\n" "6\r\nsecond\r\n" "5\r\nthird\r\n" "0\r\n\r\n"
+    assert chunked.attributes["http.response.body.size"] == 10 + 11 + 10 + 5
+    big = spans["/big"]
+    assert big.attributes["http.response.body.size"] == 1 << 20
+    assert big.duration_ns >= 300 * MS
+
+
+def test_connection_opened_before_the_agent(receiver, server, start_agent):
+    proc, port = server
+    client = Background([PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)])
+    try:
+        assert client.process.stdout.readline().strip() == "connected"
+        assert client.send("/before") == "done 200"
+        start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+        assert client.send("/after/1") == "done 200"
+        assert client.send("/after/2") == "done 200"
+        spans = wait_server_spans(receiver, proc.pid, 2)
+    finally:
+        client.stop()
+    receiver.wait_for_spans(lambda s: False, timeout=1.0)  # nothing else may arrive
+    spans = server_spans(receiver.spans(), proc.pid)
+    assert sorted(s.attributes["url.path"] for s in spans) == ["/after/1", "/after/2"]
+    for span in spans:
+        assert span.kind == "SERVER"  # the role came from /proc: the local port listens
+        assert span.attributes["client.address"] == "127.0.0.1"
+        assert span.attributes["server.port"] == port
+
+
+def test_client_spans_from_a_process_started_after_the_agent(receiver, server, start_agent):
+    _proc, port = server
+    require("curl")
+    start_agent(["--exe", "curl"], agent_env(receiver))
+
+    assert curl(f"http://127.0.0.1:{port}/users/42?q=x").stdout == "200"
+    assert curl(f"http://127.0.0.1:{port}/status/503").stdout == "503"
+
+    spans = receiver.wait_for_spans(
+        lambda s: len([x for x in s if x.kind == "CLIENT"]) >= 2, timeout=15
+    )
+    clients = sorted((s for s in spans if s.kind == "CLIENT"), key=lambda s: s.start_ns)
+    assert len(clients) == 2
+    ok, failed = clients
+    assert ok.resource["service.name"] == "curl"
+    assert ok.resource["process.executable.name"] == "curl"
+    assert ok.name == "GET /users/{id}"
+    assert ok.attributes["url.full"] == f"http://127.0.0.1:{port}/users/42?q=REDACTED"
+    assert ok.attributes["server.address"] == "127.0.0.1"
+    assert ok.attributes["server.port"] == port
+    assert ok.attributes["http.request.method"] == "GET"
+    assert ok.attributes["http.response.status_code"] == 200
+    assert ok.attributes["network.protocol.version"] == "1.1"
+    assert ok.status_code == "UNSET"
+    assert failed.attributes["http.response.status_code"] == 503
+    assert failed.status_code == "ERROR"
+    # no server spans: only curl is traced
+    assert [s for s in spans if s.kind == "SERVER"] == []
+
+
+def test_sigint_flushes_pending_exchanges_and_exits_zero(receiver, server, start_agent):
+    proc, port = server
+    # an idle flush far in the future: only the shutdown can emit the last exchange
+    agent = start_agent(
+        ["--pid", str(proc.pid), "--idle-flush-ms", "600000"], agent_env(receiver)
+    )
+    client = Background([PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)])
+    try:
+        assert client.process.stdout.readline().strip() == "connected"
+        assert client.send("/one") == "done 200"
+        assert client.send("/two") == "done 200"
+        # /one is complete (the next request closed it); /two waits in the kernel
+        first = wait_server_spans(receiver, proc.pid, 1)
+        assert [s.attributes["url.path"] for s in first] == ["/one"]
+        assert agent.stop(signal.SIGINT) == 0
+    finally:
+        client.stop()
+    assert agent.stop_seconds is not None and agent.stop_seconds < 10
+    spans = server_spans(receiver.spans(), proc.pid)
+    assert sorted(s.attributes["url.path"] for s in spans) == ["/one", "/two"]
+    assert "stopped: " in agent.stderr and "Traceback" not in agent.stderr
+    # the metrics of both requests were flushed at exit too
+    points = [
+        p for p in receiver.metrics()
+        if p.name == "http.server.request.duration" and p.resource.get("process.pid") == proc.pid
+    ]
+    # cumulative points: the last point of each route's series counts its request
+    last_counts: dict[str, int] = {}
+    for point in points:
+        route = point.attributes["http.route"]
+        last_counts[route] = max(last_counts.get(route, 0), point.count)
+    assert last_counts == {"/one": 1, "/two": 1}
+
+
+def test_server_duration_histogram(receiver, server, start_agent):
+    proc, port = server
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+
+    python_client("keepalive", "127.0.0.1", port, "/slow", 3)
+    assert curl(f"http://127.0.0.1:{port}/status/404").stdout == "404"
+
+    def histogram_counts(points: list) -> dict[tuple, int]:
+        latest: dict[tuple, int] = {}
+        for p in points:
+            if p.name == "http.server.request.duration" and p.resource.get("process.pid") == proc.pid:
+                key = tuple(sorted(p.attributes.items()))
+                latest[key] = p.count
+        return latest
+
+    receiver.wait_for_metrics(lambda pts: sum(histogram_counts(pts).values()) >= 4, timeout=15)
+    points = [
+        p for p in receiver.metrics()
+        if p.name == "http.server.request.duration" and p.resource.get("process.pid") == proc.pid
+    ]
+    last = {}
+    for p in points:
+        last[tuple(sorted(p.attributes.items()))] = p
+    slow = last[tuple(sorted({
+        "http.request.method": "GET",
+        "http.route": "/slow",
+        "http.response.status_code": 200,
+        "server.port": port,
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+    }.items()))]
+    assert slow.count == 3
+    assert slow.unit == "s"
+    assert slow.sum >= 3 * 0.020
+    assert slow.explicit_bounds == [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+    not_found = [p for k, p in last.items() if ("http.response.status_code", 404) in k]
+    assert len(not_found) == 1 and not_found[0].count == 1
+    # the agent's own metrics travel the same way
+    own = [p for p in receiver.metrics() if p.name == "otelbpf.exchanges"]
+    assert own and own[0].resource["service.name"] == "otelbpf"
+
+
+def test_no_selector_traces_everyone_but_not_the_agents_own_exports(receiver, server, start_agent):
+    proc, port = server
+    # http/protobuf: the agent's exports are HTTP/1 requests the receiver (traced) serves
+    start_agent([], agent_env(receiver, "http/protobuf"))
+
+    python_client("keepalive", "127.0.0.1", port, "/users/1", 2)
+    spans = wait_server_spans(receiver, proc.pid, 2)
+    assert len(spans) == 2
+    receiver.wait_for_spans(lambda s: False, timeout=1.5)
+    paths = {s.attributes.get("url.path") for s in receiver.spans() if s.kind == "SERVER"}
+    assert "/v1/traces" not in paths and "/v1/metrics" not in paths

@@ -1,0 +1,261 @@
+"""The ctypes mirror in otelbpf/abi.py matches the C in bpf/otelbpf.h, and the BPF programs load.
+
+bpf/sockets.c is compiled with bcc exactly as the agent compiles it
+(otelbpf.probes.loader.compile_program). bcc builds ctypes types for every map's key and
+value from clang's own record layout, so comparing those with the hand-written mirror checks
+each size and offset against the compiler. Every program is then loaded, which runs the
+kernel's verifier over it (nothing is attached).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otelbpf import abi, preflight
+from otelbpf.abi import AbiLayout
+from otelbpf.probes.loader import LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: bcc compiles and loads BPF programs"
+    has_bcc = importlib.util.find_spec("bcc") is not None or (
+        preflight.DIST_PACKAGES / "bcc"
+    ).is_dir()
+    if not has_bcc:
+        return "bcc (python3-bpfcc) is not installed"
+    return None
+
+
+_SKIP = _skip_reason()
+pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+
+LAYOUTS = [AbiLayout(), AbiLayout(256, 128)]
+LAYOUT_IDS = ["1024-512", "256-128"]
+
+
+def _compile(layout: AbiLayout) -> object:
+    """What SocketProbes does before attaching: the preflight, then compile_program()."""
+    from otelbpf.probes.loader import ProbeSettings, compile_program
+
+    preflight.check_privileges()
+    preflight.ensure_tracefs()
+    with pytest.MonkeyPatch.context() as env:
+        headers = preflight.find_kernel_headers()
+        if headers is not None:
+            env.setenv("BCC_KERNEL_SOURCE", str(headers))
+        preflight.import_bcc()
+        return compile_program(ProbeSettings(layout=layout))
+
+
+@pytest.fixture(scope="module", params=LAYOUTS, ids=LAYOUT_IDS)
+def compiled(request: pytest.FixtureRequest) -> Iterator[tuple[AbiLayout, object]]:
+    layout = request.param
+    bpf = _compile(layout)
+    try:
+        yield layout, bpf
+    finally:
+        bpf.cleanup()
+
+
+# ---------------------------------------------------------------- struct layouts
+
+
+def _scalar_signature(ctype: type) -> object:
+    if issubclass(ctype, ctypes.Array):
+        return ("array", ctype._length_, _scalar_signature(ctype._type_))
+    if issubclass(ctype, ctypes.Structure):
+        return "struct"
+    return ctype._type_  # struct-module code: signedness and width of the scalar
+
+
+def _layout(struct: type[ctypes.Structure], prefix: str = "") -> list[tuple[str, int, int, object]]:
+    """(path, offset, size, type signature) of every named field, nested structs flattened.
+
+    Fields whose name starts with "_" are explicit padding: bcc may name those differently,
+    so only their effect (every other offset and the total size) is compared.
+    """
+    rows: list[tuple[str, int, int, object]] = []
+    for name, ctype in struct._fields_:
+        if name.startswith("_"):
+            continue
+        offset = getattr(struct, name).offset
+        rows.append((prefix + name, offset, ctypes.sizeof(ctype), _scalar_signature(ctype)))
+        if issubclass(ctype, ctypes.Structure):
+            rows.extend((p, offset + o, s, t) for p, o, s, t in _layout(ctype, prefix + name + "."))
+    return rows
+
+
+def _leaf(bpf: object, map_name: str) -> type[ctypes.Structure]:
+    table = bpf[map_name.encode()]
+    # per-CPU maps expose an array of one value per CPU as Leaf, the value itself as sLeaf
+    return getattr(table, "sLeaf", table.Leaf)
+
+
+def _assert_same_layout(c_type: type[ctypes.Structure], mirror: type[ctypes.Structure]) -> None:
+    assert ctypes.sizeof(mirror) == ctypes.sizeof(c_type)
+    assert _layout(mirror) == _layout(c_type)
+
+
+def test_conn_state_matches(compiled: tuple[AbiLayout, object]) -> None:
+    layout, bpf = compiled
+    c_conn_state = _leaf(bpf, "conns")
+    _assert_same_layout(c_conn_state, layout.conn_state)
+    slack = max(layout.request_head_size, layout.response_head_size)
+    exchange_size = ctypes.sizeof(layout.exchange_event)
+    assert ctypes.sizeof(c_conn_state) == exchange_size + 8 + slack
+
+
+def test_exchange_event_matches(compiled: tuple[AbiLayout, object]) -> None:
+    layout, bpf = compiled
+    c_exchange = dict(_leaf(bpf, "conns")._fields_)["ev"]
+    _assert_same_layout(c_exchange, layout.exchange_event)
+    assert _layout(layout.exchange_event)[-2:] == [
+        ("request", 136, layout.request_head_size, ("array", layout.request_head_size, "B")),
+        (
+            "response",
+            136 + layout.request_head_size,
+            layout.response_head_size,
+            ("array", layout.response_head_size, "B"),
+        ),
+    ]
+    assert ctypes.sizeof(c_exchange) == 136 + layout.request_head_size + layout.response_head_size
+
+
+def test_endpoint_matches(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    _assert_same_layout(_leaf(bpf, "bound"), abi.Endpoint)
+    assert ctypes.sizeof(abi.Endpoint) == 24
+
+
+def test_process_event_matches(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    _assert_same_layout(_leaf(bpf, "process_scratch"), abi.ProcessEvent)
+    assert ctypes.sizeof(abi.ProcessEvent) == 16 + abi.TASK_COMM_LEN + abi.EXEC_FILENAME_SIZE
+
+
+def test_flush_request_matches(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    _assert_same_layout(_leaf(bpf, "flush_queue"), abi.FlushRequest)
+    assert bpf[b"flush_queue"].max_entries == abi.FLUSH_QUEUE_SIZE
+
+
+def test_counter_and_setting_arrays_match(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    assert bpf[b"counters"].max_entries == abi.COUNTER_MAX == len(abi.Counter)
+    assert bpf[b"settings"].max_entries == len(abi.Setting)
+
+
+# ---------------------------------------------------------------- the programs
+
+
+def _program_names(bpf: object) -> list[str]:
+    from bcc import lib
+
+    count = lib.bpf_num_functions(bpf.module)
+    return sorted(lib.bpf_function_name(bpf.module, i).decode() for i in range(count))
+
+
+def _source_program_names() -> list[str]:
+    source = abi.SOCKETS_SOURCE.read_text()
+    names = [f"tp_enter_{n}" for n in re.findall(r"^SYS_ENTER\((\w+)\)", source, re.M)]
+    names += [f"tp_exit_{n}" for n in re.findall(r"^SYS_EXIT\((\w+)\)", source, re.M)]
+    names += re.findall(r"^int (\w+)\(", source, re.M)
+    return sorted(names)
+
+
+def _is_kprobe_program(name: str) -> bool:
+    return name.startswith(("syscall__", "kret_"))
+
+
+def test_program_list_is_what_the_source_defines(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    names = _program_names(bpf)
+    assert names == _source_program_names()
+    assert all(n.startswith(("tp_enter_", "tp_exit_", "on_", "syscall__", "kret_")) for n in names)
+
+
+def test_every_program_passes_the_verifier(compiled: tuple[AbiLayout, object]) -> None:
+    import bcc
+
+    _, bpf = compiled
+    loaded = []
+    for name in _program_names(bpf):
+        prog_type = bcc.BPF.KPROBE if _is_kprobe_program(name) else bcc.BPF.TRACEPOINT
+        function = bpf.load_func(name.encode(), prog_type)  # raises with the verifier log
+        assert function.fd >= 0
+        loaded.append(name)
+    assert len(loaded) == len(_source_program_names())
+
+
+def test_loader_names_only_programs_that_exist() -> None:
+    programs = set(_source_program_names())
+    referenced = set(LIFECYCLE_TRACEPOINTS.values())
+    for entry, exit_ in SYSCALL_PROGRAMS.values():
+        referenced |= {f"tp_enter_{entry}", f"syscall__{entry}"}
+        if exit_ is not None:
+            referenced |= {f"tp_exit_{exit_}", f"kret_{exit_}"}
+    assert referenced - programs == set()
+    # and nothing in the source is left unattached
+    assert programs - referenced == set()
+
+
+# ---------------------------------------------------------------- the tracepoint contract
+
+TRACEFS_EVENTS = next(
+    (Path(root) / "events" for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+     if (Path(root) / "events" / "syscalls").is_dir()),
+    None,
+)
+_FIELD = re.compile(r"field:[^;]*?(\w+)(?:\[\w*\])?;\s*offset:(\d+);\s*size:(\d+);")
+
+# The argument names each sys_enter tracepoint has, up to the last one sockets.c reads:
+# struct sys_enter_ctx reads args[i] at offset 16 + 8 * i.
+ARGUMENTS_READ = {
+    "read": ["fd", "buf"],
+    "recvfrom": ["fd", "ubuf"],
+    "readv": ["fd", "vec", "vlen"],
+    "recvmsg": ["fd", "msg"],
+    "write": ["fd", "buf"],
+    "sendto": ["fd", "buff"],
+    "writev": ["fd", "vec", "vlen"],
+    "sendmsg": ["fd", "msg"],
+    "sendfile64": ["out_fd"],
+    "socket": ["family", "type"],
+    "bind": ["fd", "umyaddr"],
+    "connect": ["fd", "uservaddr"],
+    "accept": ["fd", "upeer_sockaddr"],
+    "accept4": ["fd", "upeer_sockaddr"],
+    "close": ["fd"],
+    "getppid": [],
+}
+
+
+def _fields(event: str) -> dict[str, tuple[int, int]]:
+    text = (TRACEFS_EVENTS / event / "format").read_text()
+    return {name: (int(off), int(size)) for name, off, size in _FIELD.findall(text)}
+
+
+@pytest.mark.skipif(TRACEFS_EVENTS is None, reason="tracefs with syscall tracepoints not mounted")
+@pytest.mark.parametrize("syscall", sorted(SYSCALL_PROGRAMS))
+def test_syscall_tracepoint_layout(syscall: str) -> None:
+    assert ARGUMENTS_READ.keys() == SYSCALL_PROGRAMS.keys()
+    enter = _fields(f"syscalls/sys_enter_{syscall}")
+    assert enter["__syscall_nr"] == (8, 4)
+    for index, name in enumerate(ARGUMENTS_READ[syscall]):
+        assert enter[name] == (16 + 8 * index, 8), name
+    if SYSCALL_PROGRAMS[syscall][1] is not None:
+        assert _fields(f"syscalls/sys_exit_{syscall}")["ret"] == (16, 8)
+
+
+@pytest.mark.skipif(TRACEFS_EVENTS is None, reason="tracefs with syscall tracepoints not mounted")
+def test_lifecycle_tracepoints_exist() -> None:
+    for tracepoint in LIFECYCLE_TRACEPOINTS:
+        assert (TRACEFS_EVENTS / tracepoint.replace(":", "/") / "format").is_file(), tracepoint

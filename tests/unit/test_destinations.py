@@ -1,0 +1,294 @@
+"""Where telemetry goes (OTEL_EXPORTER_OTLP_* and the CLI overrides), and the console line."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import UTC, datetime
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otelbpf.errors import SetupError
+from otelbpf.export import destinations
+from otelbpf.export.console import ConsoleLineExporter, format_span
+from otelbpf.export.destinations import GRPC, HTTP_PROTOBUF, Destination, resolve
+from tests.otlp_receiver import OtlpReceiver
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("OTEL_") or name.upper().endswith("_PROXY"):
+            monkeypatch.delenv(name)
+
+
+SIGNALS = ["traces", "metrics"]
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_nothing_configured_is_none(signal: str) -> None:
+    assert resolve(signal, None, None) is None
+    assert resolve(signal, "", None) is None
+    assert resolve(signal, None, GRPC) is None  # a protocol alone says nowhere to send
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_generic_endpoint_left_to_the_exporter(
+    signal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    # the SDK exporter reads the generic endpoint itself and appends the signal's path
+    assert resolve(signal, None, None) == Destination(HTTP_PROTOBUF, None)
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_generic_endpoint_on_4317_is_grpc(signal: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    assert resolve(signal, None, None) == Destination(GRPC, None)
+
+
+def test_signal_endpoint_used_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://tempo:4318/custom/traces")
+    assert resolve("traces", None, None) == Destination(
+        HTTP_PROTOBUF, "http://tempo:4318/custom/traces"
+    )
+    # metrics have no signal endpoint: the generic one, whose port says gRPC
+    assert resolve("metrics", None, None) == Destination(GRPC, None)
+
+
+def test_signal_endpoint_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://prom:4317")
+    assert resolve("metrics", None, None) == Destination(GRPC, "http://prom:4317")
+    assert resolve("traces", None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("override", "protocol", "expected"),
+    [
+        ("http://localhost:4318", None, Destination(HTTP_PROTOBUF, "http://localhost:4318/v1/traces")),
+        ("http://localhost:4318/", None, Destination(HTTP_PROTOBUF, "http://localhost:4318/v1/traces")),
+        ("http://localhost:4317", None, Destination(GRPC, "http://localhost:4317")),
+        ("http://localhost:9999", GRPC, Destination(GRPC, "http://localhost:9999")),
+        (
+            "http://localhost:4317",
+            HTTP_PROTOBUF,
+            Destination(HTTP_PROTOBUF, "http://localhost:4317/v1/traces"),
+        ),
+    ],
+)
+def test_endpoint_override_for_traces(
+    override: str, protocol: str | None, expected: Destination
+) -> None:
+    assert resolve("traces", override, protocol) == expected
+
+
+def test_endpoint_override_for_metrics_and_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://ignored-too:4317")
+    assert resolve("metrics", "http://collector:4318", None) == Destination(
+        HTTP_PROTOBUF, "http://collector:4318/v1/metrics"
+    )
+
+
+def test_protocol_from_env_beats_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    assert resolve("traces", "http://collector:4318", None) == Destination(
+        GRPC, "http://collector:4318"
+    )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    assert resolve("metrics", None, None) == Destination(GRPC, None)
+
+
+def test_per_signal_protocol_beats_the_generic_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    assert resolve("traces", None, None) == Destination(HTTP_PROTOBUF, None)
+    assert resolve("metrics", None, None) == Destination(GRPC, None)
+
+
+def test_protocol_override_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    assert resolve("traces", None, HTTP_PROTOBUF) == Destination(HTTP_PROTOBUF, None)
+
+
+def test_port_guess_without_a_port_is_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.example.com")
+    assert resolve("traces", None, None) == Destination(HTTP_PROTOBUF, None)
+
+
+@pytest.mark.parametrize("where", ["env", "signal-env", "override"])
+def test_unknown_protocol_is_a_setup_error(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    forced = None
+    if where == "env":
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    elif where == "signal-env":
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
+    else:
+        forced = "http/json"
+    with pytest.raises(SetupError) as raised:
+        resolve("traces", None, forced)
+    assert raised.value.message == "unknown OTLP protocol 'http/json'"
+    assert raised.value.fix == (
+        "use one of grpc, http/protobuf (--protocol or OTEL_EXPORTER_OTLP_PROTOCOL)"
+    )
+
+
+def test_describe() -> None:
+    assert destinations.describe(None, "traces") == "traces: console"
+    assert destinations.describe(None, "metrics") == "metrics: not exported"
+    assert (
+        destinations.describe(Destination(GRPC, "http://c:4317"), "traces")
+        == "traces: OTLP grpc to http://c:4317"
+    )
+    assert (
+        destinations.describe(Destination(HTTP_PROTOBUF, None), "metrics")
+        == "metrics: OTLP http/protobuf to endpoint from OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+
+def test_exporters_get_the_endpoint() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetrics,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    http = destinations.span_exporter(Destination(HTTP_PROTOBUF, "http://c:4318/v1/traces"))
+    assert isinstance(http, Http)
+    assert http._endpoint == "http://c:4318/v1/traces"
+    grpc_exporter = destinations.span_exporter(Destination(GRPC, "http://c:4317"))
+    assert isinstance(grpc_exporter, Grpc)
+    grpc_exporter.shutdown()
+    metrics = destinations.metric_exporter(Destination(HTTP_PROTOBUF, "http://c:4318/v1/metrics"))
+    assert isinstance(metrics, HttpMetrics)
+    assert metrics._endpoint == "http://c:4318/v1/metrics"
+
+
+# ---------------------------------------------------------------- the console line
+
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+START = int(datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC).timestamp()) * 10**9 + 678_901_000
+
+
+class FixedIds(IdGenerator):
+    def generate_span_id(self) -> int:
+        return 0x00F067AA0BA902B7
+
+    def generate_trace_id(self) -> int:
+        return TRACE_ID
+
+
+def finished_span(
+    name: str,
+    kind: SpanKind,
+    attributes: dict,
+    duration_ns: int,
+    *,
+    error: bool = False,
+    resource: dict | None = None,
+) -> object:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource({"service.name": "checkout"} if resource is None else resource),
+        id_generator=FixedIds(),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("otelbpf").start_span(
+        name, kind=kind, attributes=attributes, start_time=START
+    )
+    if error:
+        span.set_status(Status(StatusCode.ERROR))
+    span.end(end_time=START + duration_ns)
+    [finished] = exporter.get_finished_spans()
+    return finished
+
+
+def test_console_line_server_error() -> None:
+    span = finished_span(
+        "GET /users/{id}",
+        SpanKind.SERVER,
+        {"http.request.method": "GET", "url.path": "/users/42", "http.response.status_code": 500},
+        12_345_678,
+        error=True,
+    )
+    assert format_span(span) == (
+        "2024-01-02T03:04:05.678Z checkout SERVER GET /users/42 500 12.35ms "
+        "trace=0af7651916cd43dd8448eb211c80319c ERROR"
+    )
+
+
+def test_console_line_client() -> None:
+    span = finished_span(
+        "POST /pay",
+        SpanKind.CLIENT,
+        {
+            "http.request.method": "POST",
+            "url.full": "http://payments:8080/pay",
+            "http.response.status_code": 201,
+        },
+        1_500_000,
+    )
+    assert format_span(span) == (
+        "2024-01-02T03:04:05.678Z checkout CLIENT POST http://payments:8080/pay 201 1.50ms "
+        "trace=0af7651916cd43dd8448eb211c80319c"
+    )
+
+
+def test_console_line_without_status_or_service() -> None:
+    span = finished_span("HTTP /x", SpanKind.SERVER, {"url.path": "/x"}, 0, resource={})
+    assert format_span(span) == (
+        "2024-01-02T03:04:05.678Z ? SERVER HTTP /x /x - 0.00ms "
+        "trace=0af7651916cd43dd8448eb211c80319c"
+    )
+
+
+def test_console_exporter_writes_one_line_per_span() -> None:
+    span = finished_span("GET /", SpanKind.SERVER, {"http.request.method": "GET", "url.path": "/"}, 0)
+    out = io.StringIO()
+    ConsoleLineExporter(out).export([span, span])
+    line = format_span(span) + "\n"
+    assert out.getvalue() == line + line
+
+
+# ---------------------------------------------------------------- resolved exporters, for real
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["generic-http", "generic-grpc", "signal-http", "override-http", "override-grpc"],
+)
+def test_resolved_destinations_reach_a_receiver(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with OtlpReceiver() as rx:
+        override, protocol = None, None
+        if case == "generic-http":
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.http_endpoint)
+        elif case == "generic-grpc":
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.grpc_endpoint)
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        elif case == "signal-http":
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", rx.http_traces_url)
+        elif case == "override-http":
+            override = rx.http_endpoint
+        else:
+            override, protocol = rx.grpc_endpoint, GRPC
+        destination = resolve("traces", override, protocol)
+        exporter = destinations.span_exporter(destination)
+        span = finished_span("GET /", SpanKind.SERVER, {"url.path": "/"}, 1000)
+        assert exporter.export([span]).name == "SUCCESS"
+        exporter.shutdown()
+        transport = "grpc" if case.endswith("grpc") else "http"
+        assert rx.requests[f"{transport}-traces"] == 1
+        assert [(s.name, s.resource) for s in rx.spans()] == [
+            ("GET /", {"service.name": "checkout"})
+        ]
