@@ -1,0 +1,154 @@
+"""End to end: the distribution's nginx (sendfile, writev, a forked worker) and curl, both traced."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import agent_env, require
+from tests.e2e.harness import curl, free_port, python_client, wait_for_port
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_timeout 30;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} sndbuf=16k;
+        root {dir}/www;
+        location = /fail {{ return 500; }}
+        location = /created {{ return 201 "made"; }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = free_port()
+        (directory / "www" / "items").mkdir(parents=True)
+        (directory / "www" / "index.html").write_text("hello from nginx\n")
+        (directory / "www" / "items" / "1234").write_text("item\n")
+        (directory / "www" / "big.bin").write_bytes(b"b" * (1 << 20))
+        self.conf = directory / "nginx.conf"
+        self.conf.write_text(NGINX_CONF.format(dir=directory, port=self.port))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Nginx:
+        self.process = subprocess.Popen(
+            [require("nginx"), "-c", str(self.conf), "-p", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    @property
+    def master_pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.master_pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Nginx]:
+    server = Nginx(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_nginx_server_and_curl_client_spans(receiver, nginx, start_agent):
+    nginx.start()
+    require("curl")
+    # nginx by pid (its worker is its child); curl by name, started after the agent
+    start_agent(["--pid", str(nginx.master_pid), "--exe", "curl"], agent_env(receiver))
+    base = f"http://127.0.0.1:{nginx.port}"
+
+    assert curl(f"{base}/index.html").stdout == "200"
+    assert curl(f"{base}/items/1234").stdout == "200"
+    assert curl(f"{base}/missing").stdout == "404"
+    assert curl(f"{base}/fail").stdout == "500"
+    assert curl("-X", "POST", "--data-binary", "abc", f"{base}/created").stdout == "201"
+
+    spans = receiver.wait_for_spans(lambda s: len(s) >= 10, timeout=15)
+    servers = sorted((s for s in spans if s.kind == "SERVER"), key=lambda s: s.start_ns)
+    clients = sorted((s for s in spans if s.kind == "CLIENT"), key=lambda s: s.start_ns)
+    assert len(servers) == 5 and len(clients) == 5
+
+    workers = nginx.worker_pids()
+    assert {s.resource["process.pid"] for s in servers} <= set(workers)
+    assert {s.resource["service.name"] for s in servers} == {"nginx"}
+    assert [s.name for s in servers] == [
+        "GET /index.html",
+        "GET /items/{id}",
+        "GET /missing",
+        "GET /fail",
+        "POST /created",
+    ]
+    assert [s.attributes["http.response.status_code"] for s in servers] == [200, 200, 404, 500, 201]
+    assert [s.status_code for s in servers] == ["UNSET", "UNSET", "UNSET", "ERROR", "UNSET"]
+    assert servers[0].attributes["http.response.body.size"] == len("hello from nginx\n")
+    assert servers[4].attributes["http.request.body.size"] == 3
+    for span in servers:
+        assert span.attributes["server.port"] == nginx.port
+        assert span.attributes["user_agent.original"].startswith("curl/")
+
+    assert {s.resource["service.name"] for s in clients} == {"curl"}
+    assert [s.attributes["url.full"] for s in clients] == [
+        f"{base}/index.html",
+        f"{base}/items/1234",
+        f"{base}/missing",
+        f"{base}/fail",
+        f"{base}/created",
+    ]
+    assert [s.status_code for s in clients] == ["UNSET", "UNSET", "ERROR", "ERROR", "UNSET"]
+    # each client span encloses its server span: the same exchange seen from both ends
+    for client, server in zip(clients, servers, strict=True):
+        assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns
+
+
+def test_nginx_sendfile_one_mebibyte_and_started_after_the_agent(receiver, nginx, start_agent):
+    # nginx starts after the agent: matched on exec, its worker inherited through fork
+    start_agent(["--exe", "nginx"], agent_env(receiver))
+    nginx.start()
+
+    # a client with a small receive buffer that waits 300 ms after the head before reading
+    result = python_client("slowread", "127.0.0.1", nginx.port, "/big.bin", 0.3)
+    assert result.stdout.strip() == f"read {1 << 20}"
+
+    spans = receiver.wait_for_spans(1, timeout=15)
+    assert len(spans) == 1
+    span = spans[0]
+    assert span.kind == "SERVER"
+    assert span.name == "GET /big.bin"
+    assert span.resource["service.name"] == "nginx"
+    # sent with sendfile(): sizes only, and the span lasts until the last byte is handed over
+    assert span.attributes["http.response.body.size"] == 1 << 20
+    # nginx's socket buffer is 16 KiB: the last byte cannot leave before the client reads
+    assert span.duration_ns >= 300_000_000

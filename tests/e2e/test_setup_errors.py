@@ -1,0 +1,80 @@
+"""End to end: what a user sees when the agent cannot run, and the kprobe path."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from otelbpf.probes.features import kprobes_available
+from tests.e2e.conftest import agent_env
+from tests.e2e.harness import PYTHON, ROOT, python_client
+
+
+def run_agent(*args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None):
+    return subprocess.run(
+        [*(prefix or []), PYTHON, "-m", "otelbpf.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def assert_clear_failure(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "how to fix:" in result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr
+
+
+def test_missing_pid():
+    result = run_agent("run", "--pid", "4194304")
+    assert_clear_failure(result, "--pid 4194304: no such process")
+
+
+def test_root_without_capabilities():
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is part of every Debian system"
+    result = run_agent(
+        "run", prefix=[setpriv, "--inh-caps=-all", "--bounding-set=-all", "--"]
+    )
+    assert_clear_failure(result, "running as root without capabilities", "CAP_SYS_ADMIN")
+
+
+def test_headers_that_do_not_exist():
+    import os
+
+    env = {**os.environ, "BCC_KERNEL_SOURCE": "/nonexistent/headers"}
+    result = run_agent("run", env=env)
+    assert_clear_failure(result, "BCC_KERNEL_SOURCE=/nonexistent/headers has no include/ folder")
+
+
+def test_kprobe_mode_forced_on_a_kernel_without_kprobes():
+    if kprobes_available():
+        pytest.skip("this kernel has kprobes: the refusal path cannot be shown here")
+    result = run_agent("run", "--probe-mode", "kprobe")
+    assert_clear_failure(result, "this kernel has no kprobes", "--probe-mode tracepoint")
+
+
+def test_check_reports_the_probe_mode():
+    result = run_agent("check")
+    assert result.returncode == 0, result.stderr
+    expected = "kprobe" if kprobes_available() else "tracepoint"
+    assert f"probe mode: {expected}" in result.stdout
+
+
+@pytest.mark.skipif(
+    not kprobes_available(),
+    reason="this kernel has no kprobes (CONFIG_KPROBES is off): the kprobe programs are loaded "
+    "through the verifier by tests/unit/test_abi.py, but cannot be attached here",
+)
+def test_kprobe_mode_traces_requests(receiver, server, start_agent):
+    proc, port = server
+    start_agent(["--pid", str(proc.pid), "--probe-mode", "kprobe"], agent_env(receiver))
+    python_client("keepalive", "127.0.0.1", port, "/users/1", 3)
+    spans = receiver.wait_for_spans(3, timeout=15)
+    assert [s.name for s in spans] == ["GET /users/{id}"] * 3

@@ -1,0 +1,227 @@
+"""Resource detection on real processes: who a traced process is, as resource attributes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otelbpf.resources import ResourceDetector, parse_resource_attributes
+
+HOST = socket.gethostname()
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def program(tmp_path: Path) -> Path:
+    """A real executable with a name of its own: a copy of sleep(1)."""
+    path = tmp_path.resolve() / "checkout-svc"
+    shutil.copy(SLEEP, path)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    children: list[subprocess.Popen] = []
+
+    def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        # Popen returns once exec has happened: /proc/<pid>/exe and environ are the new ones
+        child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+def missing_pid() -> int:
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no process can have it
+
+
+def test_process_with_service_name_and_attributes(program: Path, spawn) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OTEL_SERVICE_NAME": "checkout",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+    }
+    child = spawn([str(program), "600"], env)
+    resource = ResourceDetector(environ={}).for_process(child.pid, "checkout-svc")
+    assert dict(resource.attributes) == {
+        "service.name": "checkout",
+        "deployment.environment": "test",
+        "process.pid": child.pid,
+        "process.executable.name": "checkout-svc",
+        "process.executable.path": str(program),
+        "process.command_line": f"{program} 600",
+        "host.name": HOST,
+    }
+
+
+def test_process_without_service_name_gets_its_executable_name(program: Path, spawn) -> None:
+    child = spawn([str(program), "600", "--"], {"PATH": "/usr/bin:/bin"})
+    resource = ResourceDetector(environ={}).for_process(child.pid, "ignored-comm")
+    assert dict(resource.attributes) == {
+        "service.name": "checkout-svc",
+        "process.pid": child.pid,
+        "process.executable.name": "checkout-svc",
+        "process.executable.path": str(program),
+        "process.command_line": f"{program} 600 --",
+        "host.name": HOST,
+    }
+
+
+def test_service_name_from_the_process_resource_attributes(program: Path, spawn) -> None:
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "service.name=cart,service.version=1.2.3"}
+    child = spawn([str(program), "600"], env)
+    attributes = dict(ResourceDetector(environ={}).for_process(child.pid).attributes)
+    assert attributes["service.name"] == "cart"
+    assert attributes["service.version"] == "1.2.3"
+
+
+def test_otel_service_name_beats_resource_attributes(program: Path, spawn) -> None:
+    env = {"OTEL_SERVICE_NAME": "checkout", "OTEL_RESOURCE_ATTRIBUTES": "service.name=cart"}
+    child = spawn([str(program), "600"], env)
+    attributes = dict(ResourceDetector(environ={}).for_process(child.pid).attributes)
+    assert attributes["service.name"] == "checkout"
+
+
+def test_missing_process_falls_back_to_comm() -> None:
+    pid = missing_pid()
+    resource = ResourceDetector(environ={}).for_process(pid, "nginx")
+    assert dict(resource.attributes) == {
+        "service.name": "nginx",
+        "process.pid": pid,
+        "process.executable.name": "nginx",
+        "host.name": HOST,
+    }
+
+
+def test_missing_process_without_comm_is_named_by_pid() -> None:
+    pid = missing_pid()
+    resource = ResourceDetector(environ={}).for_process(pid)
+    assert dict(resource.attributes) == {
+        "service.name": f"pid-{pid}",
+        "process.pid": pid,
+        "host.name": HOST,
+    }
+
+
+AGENT_ENV = {
+    "OTEL_SERVICE_NAME": "otelbpf-agent",
+    "OTEL_RESOURCE_ATTRIBUTES": (
+        "deployment.environment=prod,k8s.cluster.name=eu-1,service.name=otelbpf-agent"
+    ),
+}
+
+
+def test_agent_attributes_apply_to_every_process_but_not_its_service_name(
+    program: Path, spawn
+) -> None:
+    detector = ResourceDetector(environ=AGENT_ENV)
+    env = {"OTEL_SERVICE_NAME": "checkout", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test"}
+    child = spawn([str(program), "600"], env)
+    plain = spawn([str(program), "601"], {})
+
+    assert dict(detector.for_process(child.pid).attributes) == {
+        "service.name": "checkout",
+        "deployment.environment": "test",  # the process's own value wins
+        "k8s.cluster.name": "eu-1",
+        "process.pid": child.pid,
+        "process.executable.name": "checkout-svc",
+        "process.executable.path": str(program),
+        "process.command_line": f"{program} 600",
+        "host.name": HOST,
+    }
+    assert dict(detector.for_process(plain.pid).attributes) == {
+        "service.name": "checkout-svc",
+        "deployment.environment": "prod",
+        "k8s.cluster.name": "eu-1",
+        "process.pid": plain.pid,
+        "process.executable.name": "checkout-svc",
+        "process.executable.path": str(program),
+        "process.command_line": f"{program} 601",
+        "host.name": HOST,
+    }
+    missing = missing_pid()
+    assert dict(detector.for_process(missing, "redis-server").attributes) == {
+        "service.name": "redis-server",
+        "deployment.environment": "prod",
+        "k8s.cluster.name": "eu-1",
+        "process.pid": missing,
+        "process.executable.name": "redis-server",
+        "host.name": HOST,
+    }
+
+
+def test_agent_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=obs")
+    attributes = dict(ResourceDetector().for_process(missing_pid(), "x").attributes)
+    assert attributes["team"] == "obs"
+
+
+def test_agent_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "edge-agent")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod")
+    assert dict(ResourceDetector().for_agent().attributes) == {
+        "service.name": "edge-agent",
+        "deployment.environment": "prod",
+        "host.name": HOST,
+        "process.pid": os.getpid(),
+    }
+    monkeypatch.delenv("OTEL_SERVICE_NAME")
+    assert dict(ResourceDetector().for_agent().attributes)["service.name"] == "otelbpf"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: for_agent() drops the service.name of the agent's own OTEL_RESOURCE_ATTRIBUTES "
+    "(popped in __init__ for traced processes) and names the agent 'otelbpf' instead",
+)
+def test_agent_service_name_from_its_resource_attributes() -> None:
+    detector = ResourceDetector(environ={"OTEL_RESOURCE_ATTRIBUTES": "service.name=edge-agent"})
+    assert dict(detector.for_agent().attributes)["service.name"] == "edge-agent"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: for_agent() reads OTEL_SERVICE_NAME from os.environ, not from the environ the "
+    "detector was given",
+)
+def test_agent_service_name_from_the_given_environ() -> None:
+    detector = ResourceDetector(environ={"OTEL_SERVICE_NAME": "edge-agent"})
+    assert dict(detector.for_agent().attributes)["service.name"] == "edge-agent"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ("a=1,b=2", {"a": "1", "b": "2"}),
+        (" a = 1 , b=two words ", {"a": "1", "b": "two words"}),
+        ("k=hello%20world,c=%2C%3D%25", {"k": "hello world", "c": ",=%"}),
+        ("plus=a+b", {"plus": "a+b"}),  # percent-decoding, not form decoding
+        ("eq=a=b", {"eq": "a=b"}),
+        ("empty=", {"empty": ""}),
+        ("novalue,=nokey,ok=1,,", {"ok": "1"}),
+        ("utf8=caf%C3%A9", {"utf8": "café"}),
+        ("dup=1,dup=2", {"dup": "2"}),
+    ],
+)
+def test_parse_resource_attributes(text: str | None, expected: dict[str, str]) -> None:
+    assert parse_resource_attributes(text) == expected
