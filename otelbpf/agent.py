@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otelbpf import preflight
-from otelbpf.abi import AbiLayout, Counter, EventType, ExchangeFlag, Phase, Setting
+from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Phase
 from otelbpf.clock import MonotonicToWall
 from otelbpf.connections import ExistingConnections, OwnTraffic
 from otelbpf.decode import Decoder, ProcessNotice
@@ -130,7 +130,11 @@ class Agent:
     def _build_telemetry(self) -> Telemetry:
         traces = destinations.resolve("traces", self.config.endpoint, self.config.protocol)
         metrics = destinations.resolve("metrics", self.config.endpoint, self.config.protocol)
-        log.info("%s; %s", destinations.describe(traces, "traces"), destinations.describe(metrics, "metrics"))
+        log.info(
+            "%s; %s",
+            destinations.describe(traces, "traces"),
+            destinations.describe(metrics, "metrics"),
+        )
         span_exporter = (
             destinations.span_exporter(traces) if traces is not None else ConsoleLineExporter()
         )
@@ -168,7 +172,7 @@ class Agent:
         if probes is not None:
             try:
                 # every answered exchange still in the kernel goes out, idle or not
-                probes._set(Setting.IDLE_NS, 0)
+                probes.set_idle_flush_ns(0)
                 self._sweep(force_all=True)
                 probes.poll(0)
                 self._drain(decoder)
@@ -268,4 +272,4 @@ def install_signal_handlers(agent: Agent) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-__all__ = ["Agent", "AgentConfig", "Counter", "install_signal_handlers"]
+__all__ = ["Agent", "AgentConfig", "install_signal_handlers"]

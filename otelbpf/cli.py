@@ -50,45 +50,88 @@ def build_parser() -> argparse.ArgumentParser:
         "but the agent is traced. With no OTLP endpoint configured, spans print to stdout.",
     )
     select = run.add_argument_group("which processes")
-    select.add_argument("--pid", type=_pid, action="append", default=[], metavar="N",
-                        help="trace process N and the children it forks (repeatable)")
-    select.add_argument("--port", type=_port, action="append", default=[], metavar="N",
-                        help="trace processes listening on or connecting to TCP port N "
-                        "(repeatable)")
-    select.add_argument("--exe", action="append", default=[], metavar="GLOB",
-                        help="trace processes whose executable name or path matches GLOB, "
-                        "including ones started later (repeatable)")
+    select.add_argument(
+        "--pid",
+        type=_pid,
+        action="append",
+        default=[],
+        metavar="N",
+        help="trace process N and the children it forks (repeatable)",
+    )
+    select.add_argument(
+        "--port",
+        type=_port,
+        action="append",
+        default=[],
+        metavar="N",
+        help="trace processes listening on or connecting to TCP port N (repeatable)",
+    )
+    select.add_argument(
+        "--exe",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="trace processes whose executable name or path matches GLOB, "
+        "including ones started later (repeatable)",
+    )
     export = run.add_argument_group("where data goes (overrides OTEL_EXPORTER_OTLP_*)")
-    export.add_argument("--endpoint", default=config.env_str(config.OTELBPF_ENDPOINT),
-                        help="OTLP endpoint, e.g. http://localhost:4318 or http://localhost:4317")
-    export.add_argument("--protocol", choices=("grpc", "http/protobuf"),
-                        default=config.env_str(config.OTELBPF_PROTOCOL),
-                        help="OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else guessed "
-                        "from the port: 4317 is grpc, anything else http/protobuf)")
+    export.add_argument(
+        "--endpoint",
+        default=config.env_str(config.OTELBPF_ENDPOINT),
+        help="OTLP endpoint, e.g. http://localhost:4318 or http://localhost:4317",
+    )
+    export.add_argument(
+        "--protocol",
+        choices=("grpc", "http/protobuf"),
+        default=config.env_str(config.OTELBPF_PROTOCOL),
+        help="OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else guessed "
+        "from the port: 4317 is grpc, anything else http/protobuf)",
+    )
     kernel = run.add_argument_group("kernel side")
-    kernel.add_argument("--probe-mode", choices=("kprobe", "tracepoint"),
-                        default=config.env_str(config.OTELBPF_PROBE_MODE),
-                        help="how socket calls are hooked (default: kprobes where the kernel "
-                        "has them, else syscall tracepoints)")
-    kernel.add_argument("--request-head-size", type=int,
-                        default=config.env_int(config.OTELBPF_REQUEST_HEAD_SIZE, 1024),
-                        help="request bytes captured per exchange, a power of two (default 1024)")
-    kernel.add_argument("--response-head-size", type=int,
-                        default=config.env_int(config.OTELBPF_RESPONSE_HEAD_SIZE, 512),
-                        help="response bytes captured per exchange, a power of two (default 512)")
-    kernel.add_argument("--idle-flush-ms", type=int,
-                        default=config.env_int(config.OTELBPF_IDLE_FLUSH_MS, 500),
-                        help="an answered exchange idle this long is complete (default 500)")
-    kernel.add_argument("--max-connections", type=int,
-                        default=config.env_int(config.OTELBPF_MAX_CONNECTIONS, 16384),
-                        help="connections tracked at once (default 16384)")
-    kernel.add_argument("--ringbuf-mb", type=int,
-                        default=config.env_int(config.OTELBPF_RINGBUF_MB, 8),
-                        help="ring buffer size in MiB (default 8)")
+    kernel.add_argument(
+        "--probe-mode",
+        choices=("kprobe", "tracepoint"),
+        default=config.env_str(config.OTELBPF_PROBE_MODE),
+        help="how socket calls are hooked (default: kprobes where the kernel "
+        "has them, else syscall tracepoints)",
+    )
+    kernel.add_argument(
+        "--request-head-size",
+        type=int,
+        default=config.env_int(config.OTELBPF_REQUEST_HEAD_SIZE, 1024),
+        help="request bytes captured per exchange, a power of two (default 1024)",
+    )
+    kernel.add_argument(
+        "--response-head-size",
+        type=int,
+        default=config.env_int(config.OTELBPF_RESPONSE_HEAD_SIZE, 512),
+        help="response bytes captured per exchange, a power of two (default 512)",
+    )
+    kernel.add_argument(
+        "--idle-flush-ms",
+        type=int,
+        default=config.env_int(config.OTELBPF_IDLE_FLUSH_MS, 500),
+        help="an answered exchange idle this long is complete (default 500)",
+    )
+    kernel.add_argument(
+        "--max-connections",
+        type=int,
+        default=config.env_int(config.OTELBPF_MAX_CONNECTIONS, 16384),
+        help="connections tracked at once (default 16384)",
+    )
+    kernel.add_argument(
+        "--ringbuf-mb",
+        type=int,
+        default=config.env_int(config.OTELBPF_RINGBUF_MB, 8),
+        help="ring buffer size in MiB (default 8)",
+    )
     privacy = run.add_argument_group("privacy")
-    privacy.add_argument("--keep-query-values", action="store_true",
-                         default=config.env_bool(config.OTELBPF_KEEP_QUERY_VALUES),
-                         help="export query-string values instead of REDACTED")
+    privacy.add_argument(
+        "--keep-query-values",
+        action="store_true",
+        default=config.env_bool(config.OTELBPF_KEEP_QUERY_VALUES),
+        help="export query-string values instead of REDACTED",
+    )
 
     commands.add_parser("check", help="check that this machine can run the agent, and say how")
     return parser

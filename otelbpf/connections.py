@@ -45,7 +45,9 @@ class ConnectionSeeder(Protocol):
         self, pid: int, tid: int, nr: int, fd: int, buf: int, iovcnt: int, kind: int
     ) -> None: ...
 
-    def seed_blocked_accept(self, pid: int, tid: int, nr: int, listen_fd: int, addr: int) -> None: ...
+    def seed_blocked_accept(
+        self, pid: int, tid: int, nr: int, listen_fd: int, addr: int
+    ) -> None: ...
 
 
 class BlockedCall(NamedTuple):
@@ -132,7 +134,9 @@ class ExistingConnections:
         self._seed_blocked_calls(pid, connection_fds, listener_fds)
         return seeded
 
-    def _seed_blocked_calls(self, pid: int, connection_fds: set[int], listener_fds: set[int]) -> None:
+    def _seed_blocked_calls(
+        self, pid: int, connection_fds: set[int], listener_fds: set[int]
+    ) -> None:
         """Threads already inside read() or accept() when the probes attached: their syscall
         entry was never seen, so without this the request (or connection) they return would be
         lost. /proc/PID/task/TID/syscall gives the call's number and arguments; the kernel side

@@ -89,4 +89,3 @@ class Decoder:
             request_head=bytes(event.request[:request_len]),
             response_head=bytes(event.response[:response_len]),
         )
-

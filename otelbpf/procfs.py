@@ -32,7 +32,10 @@ class TcpSocket:
 
 
 def _decode_hex_address(text: str) -> tuple[str, int, bytes, int]:
-    """'0100007F:1F90' -> ('127.0.0.1', 8080, raw, family); /proc prints 32-bit words in host order."""
+    """'0100007F:1F90' -> ('127.0.0.1', 8080, raw, family).
+
+    /proc prints the address as 32-bit words in host byte order.
+    """
     host_hex, port_hex = text.split(":")
     words = bytes.fromhex(host_hex)
     raw = b"".join(words[i : i + 4][::-1] for i in range(0, len(words), 4))
@@ -90,7 +93,9 @@ def socket_fds(pid: int) -> dict[int, int]:
     return fds
 
 
-def tcp_sockets_of(pid: int, table: dict[int, TcpSocket] | None = None) -> Iterator[tuple[int, TcpSocket]]:
+def tcp_sockets_of(
+    pid: int, table: dict[int, TcpSocket] | None = None
+) -> Iterator[tuple[int, TcpSocket]]:
     """(fd, socket) for the TCP sockets process pid holds."""
     if table is None:
         table = read_tcp_table(pid)

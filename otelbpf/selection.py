@@ -7,6 +7,7 @@ on the exec notices the kernel sends and on a scan of /proc at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 from dataclasses import dataclass, field
@@ -62,10 +63,8 @@ class ProcessSelector:
                 )
             selected.add(pid)
             # children that exist already; the kernel adds those forked from now on
-            try:
+            with contextlib.suppress(psutil.Error):
                 selected.update(child.pid for child in psutil.Process(pid).children(recursive=True))
-            except psutil.Error:
-                pass
         for port in self.selectors.ports:
             selected |= procfs.pids_with_port(port)
         if self.selectors.exe_globs:

@@ -24,7 +24,13 @@ def format_span(span: ReadableSpan) -> str:
     start = datetime.fromtimestamp((span.start_time or 0) / 1e9, tz=UTC)
     duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
     service = span.resource.attributes.get(SERVICE_NAME, "?")
-    kind = "SERVER" if span.kind is SpanKind.SERVER else "CLIENT" if span.kind is SpanKind.CLIENT else span.kind.name
+    kind = (
+        "SERVER"
+        if span.kind is SpanKind.SERVER
+        else "CLIENT"
+        if span.kind is SpanKind.CLIENT
+        else span.kind.name
+    )
     target = attributes.get(URL_PATH) or attributes.get(URL_FULL) or ""
     status = attributes.get(HTTP_RESPONSE_STATUS_CODE, "-")
     error = " ERROR" if span.status.status_code is StatusCode.ERROR else ""

@@ -42,7 +42,9 @@ class Destination:
 
 
 def _protocol(signal_variable: str, endpoint: str | None, forced: str | None) -> str:
-    protocol = forced or os.environ.get(signal_variable) or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
+    protocol = (
+        forced or os.environ.get(signal_variable) or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
+    )
     if not protocol:
         # Collectors listen for gRPC on 4317 and HTTP on 4318: guess from the port as Beyla does.
         port = urlparse(endpoint).port if endpoint else None
@@ -65,8 +67,16 @@ def resolve(
 ) -> Destination | None:
     """The destination of 'traces' or 'metrics', or None when nothing is configured."""
     signal_endpoint_var, signal_protocol_var, path = {
-        "traces": (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, "/v1/traces"),
-        "metrics": (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "/v1/metrics"),
+        "traces": (
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+            OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+            "/v1/traces",
+        ),
+        "metrics": (
+            OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+            OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+            "/v1/metrics",
+        ),
     }[signal]
     if endpoint_override:
         protocol = _protocol(signal_protocol_var, endpoint_override, protocol_override)

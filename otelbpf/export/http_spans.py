@@ -128,7 +128,9 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
             attributes[CLIENT_PORT] = exchange.peer.port
         if request.user_agent:
             attributes[USER_AGENT_ORIGINAL] = request.user_agent
-        request_body = _body_size(exchange.request_bytes, exchange.request_head, request.content_length)
+        request_body = _body_size(
+            exchange.request_bytes, exchange.request_head, request.content_length
+        )
         if request_body is not None:
             attributes[HTTP_REQUEST_BODY_SIZE] = request_body
         if response is not None:

@@ -106,7 +106,9 @@ class MetricsPump:
         self.exporter = exporter
         self._readers = readers
         if interval_ms is None:
-            interval_ms = int(os.environ.get(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MS))
+            interval_ms = int(
+                os.environ.get(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MS)
+            )
         self.interval_s = max(0.05, interval_ms / 1000)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -196,7 +198,9 @@ class Telemetry:
             if found is not None:
                 self._processes.move_to_end(pid)
                 return found
-        created = ProcessTelemetry(self._resource_of(pid, comm), self.span_processor, self._new_reader())
+        created = ProcessTelemetry(
+            self._resource_of(pid, comm), self.span_processor, self._new_reader()
+        )
         with self._lock:
             self._processes[pid] = created
             while len(self._processes) > self._max_processes:

@@ -1,4 +1,4 @@
-"""End to end: the distribution's nginx (sendfile, writev, a forked worker) and curl, both traced."""
+"""End to end: the distribution's nginx (sendfile, writev, a forked worker) and curl, traced."""
 
 from __future__ import annotations
 

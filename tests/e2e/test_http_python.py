@@ -20,7 +20,9 @@ def server_spans(spans: list[ReceivedSpan], pid: int) -> list[ReceivedSpan]:
     return [s for s in spans if s.kind == "SERVER" and s.resource.get("process.pid") == pid]
 
 
-def wait_server_spans(receiver: OtlpReceiver, pid: int, n: int, timeout: float = 15) -> list[ReceivedSpan]:
+def wait_server_spans(
+    receiver: OtlpReceiver, pid: int, n: int, timeout: float = 15
+) -> list[ReceivedSpan]:
     spans = receiver.wait_for_spans(lambda all_: len(server_spans(all_, pid)) >= n, timeout)
     return server_spans(spans, pid)
 
@@ -116,7 +118,8 @@ def test_chunked_and_one_mebibyte_responses(receiver, server, start_agent):
     spans = {s.attributes["url.path"]: s for s in wait_server_spans(receiver, proc.pid, 2)}
     chunked = spans["/chunked"]
     assert chunked.attributes["http.response.status_code"] == 200
-    # three chunks with their framing: "5\r\nfirst\r\n" "6\r\nsecond\r\n" "5\r\nthird\r\n" "0\r\n\r\n"
+    # three chunks with their framing:
+    # "5\r\nfirst\r\n" "6\r\nsecond\r\n" "5\r\nthird\r\n" "0\r\n\r\n"
     assert chunked.attributes["http.response.body.size"] == 10 + 11 + 10 + 5
     big = spans["/big"]
     assert big.attributes["http.response.body.size"] == 1 << 20
@@ -125,7 +128,9 @@ def test_chunked_and_one_mebibyte_responses(receiver, server, start_agent):
 
 def test_connection_opened_before_the_agent(receiver, server, start_agent):
     proc, port = server
-    client = Background([PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)])
+    client = Background(
+        [PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)]
+    )
     try:
         assert client.process.stdout.readline().strip() == "connected"
         assert client.send("/before") == "done 200"
@@ -177,10 +182,10 @@ def test_client_spans_from_a_process_started_after_the_agent(receiver, server, s
 def test_sigint_flushes_pending_exchanges_and_exits_zero(receiver, server, start_agent):
     proc, port = server
     # an idle flush far in the future: only the shutdown can emit the last exchange
-    agent = start_agent(
-        ["--pid", str(proc.pid), "--idle-flush-ms", "600000"], agent_env(receiver)
+    agent = start_agent(["--pid", str(proc.pid), "--idle-flush-ms", "600000"], agent_env(receiver))
+    client = Background(
+        [PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)]
     )
-    client = Background([PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)])
     try:
         assert client.process.stdout.readline().strip() == "connected"
         assert client.send("/one") == "done 200"
@@ -197,7 +202,8 @@ def test_sigint_flushes_pending_exchanges_and_exits_zero(receiver, server, start
     assert "stopped: " in agent.stderr and "Traceback" not in agent.stderr
     # the metrics of both requests were flushed at exit too
     points = [
-        p for p in receiver.metrics()
+        p
+        for p in receiver.metrics()
         if p.name == "http.server.request.duration" and p.resource.get("process.pid") == proc.pid
     ]
     # cumulative points: the last point of each route's series counts its request
@@ -218,31 +224,56 @@ def test_server_duration_histogram(receiver, server, start_agent):
     def histogram_counts(points: list) -> dict[tuple, int]:
         latest: dict[tuple, int] = {}
         for p in points:
-            if p.name == "http.server.request.duration" and p.resource.get("process.pid") == proc.pid:
+            if (
+                p.name == "http.server.request.duration"
+                and p.resource.get("process.pid") == proc.pid
+            ):
                 key = tuple(sorted(p.attributes.items()))
                 latest[key] = p.count
         return latest
 
     receiver.wait_for_metrics(lambda pts: sum(histogram_counts(pts).values()) >= 4, timeout=15)
     points = [
-        p for p in receiver.metrics()
+        p
+        for p in receiver.metrics()
         if p.name == "http.server.request.duration" and p.resource.get("process.pid") == proc.pid
     ]
     last = {}
     for p in points:
         last[tuple(sorted(p.attributes.items()))] = p
-    slow = last[tuple(sorted({
-        "http.request.method": "GET",
-        "http.route": "/slow",
-        "http.response.status_code": 200,
-        "server.port": port,
-        "url.scheme": "http",
-        "network.protocol.version": "1.1",
-    }.items()))]
+    slow = last[
+        tuple(
+            sorted(
+                {
+                    "http.request.method": "GET",
+                    "http.route": "/slow",
+                    "http.response.status_code": 200,
+                    "server.port": port,
+                    "url.scheme": "http",
+                    "network.protocol.version": "1.1",
+                }.items()
+            )
+        )
+    ]
     assert slow.count == 3
     assert slow.unit == "s"
     assert slow.sum >= 3 * 0.020
-    assert slow.explicit_bounds == [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+    assert slow.explicit_bounds == [
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.075,
+        0.1,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        2.5,
+        5.0,
+        7.5,
+        10.0,
+    ]
     not_found = [p for k, p in last.items() if ("http.response.status_code", 404) in k]
     assert len(not_found) == 1 and not_found[0].count == 1
     # the agent's own metrics travel the same way

@@ -39,9 +39,7 @@ def test_missing_pid():
 def test_root_without_capabilities():
     setpriv = shutil.which("setpriv")
     assert setpriv, "setpriv (util-linux) is part of every Debian system"
-    result = run_agent(
-        "run", prefix=[setpriv, "--inh-caps=-all", "--bounding-set=-all", "--"]
-    )
+    result = run_agent("run", prefix=[setpriv, "--inh-caps=-all", "--bounding-set=-all", "--"])
     assert_clear_failure(result, "running as root without capabilities", "CAP_SYS_ADMIN")
 
 

@@ -26,9 +26,9 @@ from otelbpf.probes.loader import LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root: bcc compiles and loads BPF programs"
-    has_bcc = importlib.util.find_spec("bcc") is not None or (
-        preflight.DIST_PACKAGES / "bcc"
-    ).is_dir()
+    has_bcc = (
+        importlib.util.find_spec("bcc") is not None or (preflight.DIST_PACKAGES / "bcc").is_dir()
+    )
     if not has_bcc:
         return "bcc (python3-bpfcc) is not installed"
     return None
@@ -210,8 +210,11 @@ def test_loader_names_only_programs_that_exist() -> None:
 # ---------------------------------------------------------------- the tracepoint contract
 
 TRACEFS_EVENTS = next(
-    (Path(root) / "events" for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-     if (Path(root) / "events" / "syscalls").is_dir()),
+    (
+        Path(root) / "events"
+        for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+        if (Path(root) / "events" / "syscalls").is_dir()
+    ),
     None,
 )
 _FIELD = re.compile(r"field:[^;]*?(\w+)(?:\[\w*\])?;\s*offset:(\d+);\s*size:(\d+);")

@@ -72,8 +72,16 @@ def test_signal_endpoint_alone(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("override", "protocol", "expected"),
     [
-        ("http://localhost:4318", None, Destination(HTTP_PROTOBUF, "http://localhost:4318/v1/traces")),
-        ("http://localhost:4318/", None, Destination(HTTP_PROTOBUF, "http://localhost:4318/v1/traces")),
+        (
+            "http://localhost:4318",
+            None,
+            Destination(HTTP_PROTOBUF, "http://localhost:4318/v1/traces"),
+        ),
+        (
+            "http://localhost:4318/",
+            None,
+            Destination(HTTP_PROTOBUF, "http://localhost:4318/v1/traces"),
+        ),
         ("http://localhost:4317", None, Destination(GRPC, "http://localhost:4317")),
         ("http://localhost:9999", GRPC, Destination(GRPC, "http://localhost:9999")),
         (
@@ -254,7 +262,9 @@ def test_console_line_without_status_or_service() -> None:
 
 
 def test_console_exporter_writes_one_line_per_span() -> None:
-    span = finished_span("GET /", SpanKind.SERVER, {"http.request.method": "GET", "url.path": "/"}, 0)
+    span = finished_span(
+        "GET /", SpanKind.SERVER, {"http.request.method": "GET", "url.path": "/"}, 0
+    )
     out = io.StringIO()
     ConsoleLineExporter(out).export([span, span])
     line = format_span(span) + "\n"

@@ -367,9 +367,7 @@ def test_client_is_error_for_4xx_and_5xx(status: int, is_error: bool) -> None:
     "URL that was never requested (the proxy's port on the origin's host)",
 )
 def test_client_through_forward_proxy_keeps_the_requested_port() -> None:
-    request = (
-        b"GET http://example.com:8080/p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"
-    )
+    request = b"GET http://example.com:8080/p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"
     proxy = SocketAddress("10.9.9.9", 3128)
     span = span_of(make_exchange(Role.CLIENT, request, peer=proxy))
     assert span.attributes[URL_FULL] == "http://example.com:8080/p?q=REDACTED"

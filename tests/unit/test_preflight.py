@@ -27,11 +27,16 @@ def test_tracefs_that_cannot_be_mounted(monkeypatch, tmp_path):
 
 def test_bcc_not_installed(monkeypatch, tmp_path):
     monkeypatch.setattr(preflight, "DIST_PACKAGES", tmp_path)  # no bcc there
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if "bcc" not in p and "dist-packages" not in p])
+    monkeypatch.setattr(
+        sys, "path", [p for p in sys.path if "bcc" not in p and "dist-packages" not in p]
+    )
     monkeypatch.delitem(sys.modules, "bcc", raising=False)
     with pytest.raises(SetupError) as raised:
         preflight.import_bcc()
-    assert "bcc (the BPF Compiler Collection's Python binding) is not installed" in raised.value.message
+    assert (
+        "bcc (the BPF Compiler Collection's Python binding) is not installed"
+        in raised.value.message
+    )
     assert "apt-get install python3-bpfcc" in raised.value.fix
 
 

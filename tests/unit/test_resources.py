@@ -133,7 +133,10 @@ def test_agent_attributes_apply_to_every_process_but_not_its_service_name(
     program: Path, spawn
 ) -> None:
     detector = ResourceDetector(environ=AGENT_ENV)
-    env = {"OTEL_SERVICE_NAME": "checkout", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test"}
+    env = {
+        "OTEL_SERVICE_NAME": "checkout",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+    }
     child = spawn([str(program), "600"], env)
     plain = spawn([str(program), "601"], {})
 

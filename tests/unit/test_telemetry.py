@@ -106,14 +106,22 @@ def record(
     )
 
 
-SERVER_ATTRS = {"http.request.method": "GET", "http.route": "/cart", "http.response.status_code": 200}
+SERVER_ATTRS = {
+    "http.request.method": "GET",
+    "http.route": "/cart",
+    "http.response.status_code": 200,
+}
 SERVER_METRIC_ATTRS = {
     "http.request.method": "GET",
     "http.route": "/cart",
     "url.scheme": "http",
     "http.response.status_code": 200,
 }
-ERROR_ATTRS = {"http.request.method": "POST", "http.route": "/pay", "http.response.status_code": 503}
+ERROR_ATTRS = {
+    "http.request.method": "POST",
+    "http.route": "/pay",
+    "http.response.status_code": 503,
+}
 ERROR_METRIC_ATTRS = {
     "http.request.method": "POST",
     "http.route": "/pay",
@@ -242,7 +250,9 @@ def test_spans_of_two_processes_go_in_one_request(receiver: OtlpReceiver, transp
 # ---------------------------------------------------------------- metrics
 
 
-def histogram_points(points: list[ReceivedMetricPoint]) -> dict[tuple[str, str], ReceivedMetricPoint]:
+def histogram_points(
+    points: list[ReceivedMetricPoint],
+) -> dict[tuple[str, str], ReceivedMetricPoint]:
     found = {}
     for point in points:
         key = (point.resource["service.name"], point.name)
@@ -258,9 +268,7 @@ def bucket_counts(*durations_s: float) -> list[int]:
     return counts
 
 
-def expected_histogram(
-    name: str, service: int, attributes: dict, durations_s: list[float]
-) -> dict:
+def expected_histogram(name: str, service: int, attributes: dict, durations_s: list[float]) -> dict:
     return {
         "name": name,
         "unit": "s",

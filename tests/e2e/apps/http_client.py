@@ -64,10 +64,13 @@ def slowread(host: str, port: int, path: str, delay: float) -> None:
     while b"\r\n\r\n" not in received:
         received += sock.recv(1024)
     head, _, body = received.partition(b"\r\n\r\n")
-    length = int(next(
-        line.split(b":", 1)[1] for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    ))
+    length = int(
+        next(
+            line.split(b":", 1)[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
     time.sleep(delay)
     total = len(body)
     while total < length:

@@ -1,7 +1,8 @@
 """A threaded HTTP/1.1 server for the end-to-end tests (stdlib only).
 
 Routes: /users/<id> 200, /slow (sleeps 20 ms), /status/<code>, /chunked (chunked response),
-/big (1 MiB, through a small send buffer), POST /echo (reads the body, answers its size). Prints "ready PORT" when listening.
+/big (1 MiB, through a small send buffer), POST /echo (reads the body, answers its size).
+Prints "ready PORT" when listening.
 """
 
 import http.server
