@@ -40,9 +40,10 @@ def parse_resource_attributes(text: str | None) -> dict[str, str]:
 class ResourceDetector:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
+        self._env = env
         self._agent_attributes = parse_resource_attributes(env.get(OTEL_RESOURCE_ATTRIBUTES))
         # the agent's own service name names the agent, never the processes it traces
-        self._agent_attributes.pop(SERVICE_NAME, None)
+        self._agent_service_name = self._agent_attributes.pop(SERVICE_NAME, None)
         self._host_name = socket.gethostname()
 
     def for_process(self, pid: int, comm: str = "") -> Resource:
@@ -76,7 +77,9 @@ class ResourceDetector:
 
     def for_agent(self) -> Resource:
         attributes: AttributeMap = {**self._agent_attributes}
-        attributes[SERVICE_NAME] = os.environ.get(OTEL_SERVICE_NAME) or "otelbpf"
+        attributes[SERVICE_NAME] = (
+            self._env.get(OTEL_SERVICE_NAME) or self._agent_service_name or "otelbpf"
+        )
         attributes[HOST_NAME] = self._host_name
         attributes[PROCESS_PID] = os.getpid()
         return Resource(attributes)

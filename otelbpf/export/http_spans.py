@@ -14,6 +14,7 @@ from opentelemetry.semconv._incubating.attributes.http_attributes import (
     HTTP_RESPONSE_BODY_SIZE,
 )
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_REQUEST_METHOD_ORIGINAL,
@@ -40,6 +41,7 @@ KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
 OTHER_METHOD = "_OTHER"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEAD_END = b"\r\n\r\n"
 
 AttributeValue = str | int | float | bool
@@ -144,12 +146,19 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         kind = SpanKind.CLIENT
         peer = exchange.peer
         server_address = host_name or (peer.address if peer else None)
-        server_port = (peer.port if peer else None) or host_port
+        # the port the request names (through a proxy, the peer is the proxy)
+        if host_name:
+            server_port = host_port or DEFAULT_PORTS.get(options.scheme)
+        else:
+            server_port = peer.port if peer else None
         origin = origin_for_url(options.scheme, server_address or "", server_port)
         full = origin + path + ("" if redacted_query is None else "?" + redacted_query)
         attributes[URL_FULL] = full
         is_error = status is not None and status >= 400
 
+    if is_error:
+        # the conventions' error.type for an HTTP failure is the status code as a string
+        attributes[ERROR_TYPE] = str(status)
     if server_address:
         attributes[SERVER_ADDRESS] = server_address
     if server_port:
@@ -164,6 +173,8 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         metric_attributes[URL_SCHEME] = options.scheme
     if status is not None:
         metric_attributes[HTTP_RESPONSE_STATUS_CODE] = status
+    if is_error:
+        metric_attributes[ERROR_TYPE] = str(status)
     if server_port:
         metric_attributes[SERVER_PORT] = server_port
     if kind is SpanKind.CLIENT and server_address:

@@ -100,6 +100,8 @@ def test_post_404_500_and_handler_duration(receiver, server, start_agent):
     assert spans["/status/404"].status_code == "UNSET"  # 4xx is the client's fault on a server
     assert spans["/status/500"].attributes["http.response.status_code"] == 500
     assert spans["/status/500"].status_code == "ERROR"
+    assert spans["/status/500"].attributes["error.type"] == "500"
+    assert "error.type" not in spans["/status/404"].attributes
     assert spans["/status/500"].name == "GET /status/{id}"
     # the handler sleeps 20 ms: the span cannot be shorter
     assert spans["/slow"].duration_ns >= 20 * MS
@@ -175,6 +177,8 @@ def test_client_spans_from_a_process_started_after_the_agent(receiver, server, s
     assert ok.status_code == "UNSET"
     assert failed.attributes["http.response.status_code"] == 503
     assert failed.status_code == "ERROR"
+    assert failed.attributes["error.type"] == "503"
+    assert "error.type" not in ok.attributes
     # no server spans: only curl is traced
     assert [s for s in spans if s.kind == "SERVER"] == []
 

@@ -360,12 +360,6 @@ def test_client_is_error_for_4xx_and_5xx(status: int, is_error: bool) -> None:
     assert span.is_error is is_error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a client span takes server.port from the TCP peer before the port the request "
-    "names (Host header / absolute-form target); through a forward proxy url.full becomes a "
-    "URL that was never requested (the proxy's port on the origin's host)",
-)
 def test_client_through_forward_proxy_keeps_the_requested_port() -> None:
     request = b"GET http://example.com:8080/p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"
     proxy = SocketAddress("10.9.9.9", 3128)

@@ -190,21 +190,11 @@ def test_agent_resource(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dict(ResourceDetector().for_agent().attributes)["service.name"] == "otelbpf"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: for_agent() drops the service.name of the agent's own OTEL_RESOURCE_ATTRIBUTES "
-    "(popped in __init__ for traced processes) and names the agent 'otelbpf' instead",
-)
 def test_agent_service_name_from_its_resource_attributes() -> None:
     detector = ResourceDetector(environ={"OTEL_RESOURCE_ATTRIBUTES": "service.name=edge-agent"})
     assert dict(detector.for_agent().attributes)["service.name"] == "edge-agent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: for_agent() reads OTEL_SERVICE_NAME from os.environ, not from the environ the "
-    "detector was given",
-)
 def test_agent_service_name_from_the_given_environ() -> None:
     detector = ResourceDetector(environ={"OTEL_SERVICE_NAME": "edge-agent"})
     assert dict(detector.for_agent().attributes)["service.name"] == "edge-agent"
