@@ -26,6 +26,7 @@ enum event_type {
     EVENT_EXEC = 2,     /* struct process_event: a process called exec */
     EVENT_FORK = 3,     /* struct process_event: a traced process forked a child */
     EVENT_EXIT = 4,     /* struct process_event: a traced process's main thread exited */
+    EVENT_MMAP_EXEC = 5, /* struct process_event: a traced process mapped a file executable */
 };
 
 enum conn_role {
@@ -46,6 +47,7 @@ enum exchange_phase {
 #define EXCHANGE_F_CLOSED 0x4        /* flushed by close() */
 #define EXCHANGE_F_IDLE 0x8          /* flushed by the idle sweep */
 #define EXCHANGE_F_SEEDED 0x10       /* connection was opened before tracing began */
+#define EXCHANGE_F_TLS 0x20          /* plaintext from a TLS library hook, not the socket */
 
 /* Kernel-side counters: a per-CPU array indexed by these, summed in user space. */
 enum counter_index {
@@ -53,7 +55,8 @@ enum counter_index {
     COUNTER_DROPS = 1,        /* events lost because the ring buffer was full */
     COUNTER_CONN_FULL = 2,    /* connections not tracked because the conns map was full */
     COUNTER_ORPHAN_BYTES = 3, /* response-direction data seen with no request before it */
-    COUNTER_MAX = 4,
+    COUNTER_TLS_UNBOUND = 4,  /* TLS library calls whose socket could not be found */
+    COUNTER_MAX = 5,
 };
 
 /* An IPv4 address sits in the first four bytes of addr; port is in host byte order. */
@@ -91,7 +94,8 @@ struct exchange_event {
 struct conn_state {
     struct exchange_event ev;
     __u8 phase;
-    __u8 _pad[7];
+    __u8 tls; /* 1: a TLS library hook owns this connection's data; the socket sees ciphertext */
+    __u8 _pad[6];
     __u8 _slack[HEAD_SLACK];
 };
 

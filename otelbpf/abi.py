@@ -16,7 +16,7 @@ from pathlib import Path
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 HEADER_PATH = BPF_DIR / "otelbpf.h"
-SOCKETS_SOURCE = BPF_DIR / "sockets.c"
+AGENT_SOURCE = BPF_DIR / "agent.c"  # includes sockets.c and tls.c
 
 TASK_COMM_LEN = 16
 EXEC_FILENAME_SIZE = 256
@@ -28,6 +28,7 @@ class EventType(enum.IntEnum):
     EXEC = 2
     FORK = 3
     EXIT = 4
+    MMAP_EXEC = 5
 
 
 class Role(enum.IntEnum):
@@ -48,6 +49,7 @@ class ExchangeFlag(enum.IntFlag):
     CLOSED = 0x4
     IDLE = 0x8
     SEEDED = 0x10
+    TLS = 0x20
 
 
 class Counter(enum.IntEnum):
@@ -55,9 +57,10 @@ class Counter(enum.IntEnum):
     DROPS = 1
     CONN_FULL = 2
     ORPHAN_BYTES = 3
+    TLS_UNBOUND = 4
 
 
-COUNTER_MAX = 4
+COUNTER_MAX = 5
 
 
 class Setting(enum.IntEnum):
@@ -142,7 +145,8 @@ class AbiLayout:
         fields = [
             ("ev", self.exchange_event),
             ("phase", ctypes.c_uint8),
-            ("_pad", ctypes.c_uint8 * 7),
+            ("tls", ctypes.c_uint8),
+            ("_pad", ctypes.c_uint8 * 6),
             ("_slack", ctypes.c_uint8 * slack),
         ]
         return type("ConnState", (ctypes.Structure,), {"_fields_": fields})

@@ -29,10 +29,11 @@ from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter
 from otelbpf.export.http_spans import SpanOptions, http_span
 from otelbpf.export.telemetry import Telemetry
-from otelbpf.protocols.classify import classify
+from otelbpf.protocols.classify import classify, is_tls_handshake
 from otelbpf.resources import ResourceDetector
 from otelbpf.selection import ProcessSelector, Selectors
 from otelbpf.stats import AgentStats
+from otelbpf.tlswatch import TlsWatcher
 
 log = logging.getLogger("otelbpf")
 
@@ -53,6 +54,7 @@ class AgentConfig:
     ringbuf_bytes: int = 8 << 20
     keep_query_values: bool = False
     metric_export_interval_ms: int | None = None
+    tls: bool = True  # hook TLS libraries for plaintext
 
 
 class Agent:
@@ -99,6 +101,7 @@ class Agent:
         self._own = OwnTraffic(refresh_interval_s=0.1)
         self._selector = selector
         self._span_options = SpanOptions(keep_query_values=config.keep_query_values)
+        self.tls = TlsWatcher(probes.tls.attach if config.tls else None)
         probes.open_events(self._records.append)
         try:
             probes.attach()
@@ -106,7 +109,10 @@ class Agent:
             probes.select_ports(config.selectors.ports)
             for pid in initial_pids:
                 probes.allow_pid(pid)
-            seeded = sum(self._seeder.seed(pid) for pid in self._seed_targets(initial_pids))
+            targets = self._seed_targets(initial_pids)
+            seeded = sum(self._seeder.seed(pid) for pid in targets)
+            for pid in targets:
+                self.tls.scan(pid)
             self.tracing_started_at = time.monotonic()
             log.info(
                 "tracing %s; %d existing connections seeded; started in %.2fs",
@@ -159,6 +165,7 @@ class Agent:
         while not self._stop.is_set():
             probes.poll(POLL_TIMEOUT_MS)
             self._drain(decoder)
+            self.tls.run_due()
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(force_all=False)
@@ -179,6 +186,7 @@ class Agent:
                 self.stats.kernel.update(probes.counters())
             finally:
                 probes.close()
+                self.tls.remove_status()
         if self.telemetry is not None:
             self.telemetry.shutdown()
         log.info("stopped: %s", self.stats.summary())
@@ -211,7 +219,11 @@ class Agent:
             self.telemetry.record(exchange.pid, exchange.comm, span)
             stats.spans += 1
         elif protocol is Protocol.TLS:
+            if is_tls_handshake(exchange.request_head):
+                stats.skipped("tls_handshake")  # a connection being set up, hooked or not
+                return
             stats.skipped("encrypted")
+            self.tls.count_unhooked(exchange.pid)
             if exchange.pid not in self._warned_tls:
                 self._warned_tls.add(exchange.pid)
                 log.info(
@@ -226,10 +238,18 @@ class Agent:
         probes = self.probes
         if notice.kind is EventType.EXEC:
             self.telemetry.forget(notice.pid)  # a new program: describe it afresh
+            traced = self.config.selectors.trace_all or probes.is_allowed(notice.pid)
             if self._selector.process_matches_exe(notice.pid, notice.filename):
                 probes.allow_pid(notice.pid)
                 self._seeder.seed(notice.pid)
+                traced = True
                 log.debug("exec of %s (pid %d) matches --exe", notice.filename, notice.pid)
+            if traced:
+                # the dynamic loader maps the program's libraries right after exec; what it
+                # maps once the pid is allowed comes as MMAP_EXEC notices
+                self.tls.schedule(notice.pid, 0.05)
+        elif notice.kind is EventType.MMAP_EXEC:
+            self.tls.schedule(notice.pid)
         elif notice.kind is EventType.FORK:
             self.telemetry.forget(notice.pid)
             self._seeder.seed(notice.pid)  # inherited listening sockets

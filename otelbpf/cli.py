@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=config.env_int(config.OTELBPF_RINGBUF_MB, 8),
         help="ring buffer size in MiB (default 8)",
     )
+    kernel.add_argument(
+        "--no-tls",
+        dest="tls",
+        action="store_false",
+        default=not config.env_bool(config.OTELBPF_NO_TLS),
+        help="do not hook TLS libraries: HTTPS is then counted as encrypted, never traced",
+    )
     privacy = run.add_argument_group("privacy")
     privacy.add_argument(
         "--keep-query-values",
@@ -161,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         ringbuf_bytes=args.ringbuf_mb << 20,
         keep_query_values=args.keep_query_values,
+        tls=args.tls,
     )
     agent = Agent(agent_config)
     install_signal_handlers(agent)

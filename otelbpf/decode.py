@@ -21,7 +21,7 @@ _TYPE = struct.Struct("<I")
 
 @dataclass(frozen=True, slots=True)
 class ProcessNotice:
-    kind: EventType  # EXEC, FORK or EXIT
+    kind: EventType  # EXEC, FORK, EXIT or MMAP_EXEC
     pid: int
     ppid: int
     comm: str
@@ -53,7 +53,7 @@ class Decoder:
             if len(record) < self._exchange_size:
                 return None
             return self._exchange(self._exchange_type.from_buffer_copy(record))
-        if kind in (EventType.EXEC, EventType.FORK, EventType.EXIT):
+        if kind in (EventType.EXEC, EventType.FORK, EventType.EXIT, EventType.MMAP_EXEC):
             if len(record) < self._process_size:
                 return None
             event = ProcessEvent.from_buffer_copy(record)

@@ -32,7 +32,7 @@ from opentelemetry.semconv.attributes.url_attributes import (
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.trace import SpanKind
 
-from otelbpf.abi import Role
+from otelbpf.abi import ExchangeFlag, Role
 from otelbpf.exchange import Exchange
 from otelbpf.protocols.http1 import RequestHead
 from otelbpf.urls import origin_for_url, redact_query, route_of, split_target
@@ -61,7 +61,6 @@ class SpanRecord:
 
 @dataclass(frozen=True, slots=True)
 class SpanOptions:
-    scheme: str = "http"
     keep_query_values: bool = False  # credentials often ride in query strings
 
 
@@ -105,6 +104,7 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     response = exchange.http_response
     assert request is not None
     attributes: dict[str, AttributeValue] = {}
+    scheme = "https" if exchange.flags & ExchangeFlag.TLS else "http"
     method = _method(request, attributes)
     path, query = split_target(request.target)
     route = route_of(path)
@@ -120,7 +120,7 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         local = exchange.local
         server_address = host_name or (local.address if local else None)
         server_port = host_port or (local.port if local and local.port else None)
-        attributes[URL_SCHEME] = options.scheme
+        attributes[URL_SCHEME] = scheme
         attributes[URL_PATH] = path
         if redacted_query is not None:
             attributes[URL_QUERY] = redacted_query
@@ -148,10 +148,10 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         server_address = host_name or (peer.address if peer else None)
         # the port the request names (through a proxy, the peer is the proxy)
         if host_name:
-            server_port = host_port or DEFAULT_PORTS.get(options.scheme)
+            server_port = host_port or DEFAULT_PORTS.get(scheme)
         else:
             server_port = peer.port if peer else None
-        origin = origin_for_url(options.scheme, server_address or "", server_port)
+        origin = origin_for_url(scheme, server_address or "", server_port)
         full = origin + path + ("" if redacted_query is None else "?" + redacted_query)
         attributes[URL_FULL] = full
         is_error = status is not None and status >= 400
@@ -170,7 +170,7 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     }
     if kind is SpanKind.SERVER:
         metric_attributes[HTTP_ROUTE] = route
-        metric_attributes[URL_SCHEME] = options.scheme
+        metric_attributes[URL_SCHEME] = scheme
     if status is not None:
         metric_attributes[HTTP_RESPONSE_STATUS_CODE] = status
     if is_error:

@@ -1,4 +1,4 @@
-"""The socket probes: compile bpf/sockets.c with bcc, attach it, and talk to its maps.
+"""The probes: compile bpf/agent.c with bcc, attach it, and talk to its maps.
 
 The only module that touches bcc. It hands raw ring-buffer records to the decode stage and
 exposes the few operations the agent needs on the kernel side: which processes and ports are
@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from otelbpf.abi import (
+    AGENT_SOURCE,
     COUNTER_MAX,
     FLUSH_QUEUE_SIZE,
-    SOCKETS_SOURCE,
     AbiLayout,
     Counter,
     Endpoint,
@@ -32,6 +32,7 @@ from otelbpf.abi import (
 from otelbpf.errors import SetupError
 from otelbpf.preflight import import_bcc
 from otelbpf.probes.features import ProbeMode
+from otelbpf.probes.tls import TlsHooks
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ SYSCALL_PROGRAMS: dict[str, tuple[str, str | None]] = {
     "accept4": ("accept", "accept"),
     "close": ("close", None),
     "getppid": ("getppid", None),  # the agent's flush trigger
+    "mmap": ("mmap", None),  # code mapped by a traced process: look for TLS libraries
 }
 LIFECYCLE_TRACEPOINTS = {
     "task:task_newtask": "on_task_newtask",
@@ -77,7 +79,7 @@ class ProbeSettings:
 
     def cflags(self, agent_pid: int) -> list[str]:
         return [
-            f"-I{SOCKETS_SOURCE.parent}",
+            f"-I{AGENT_SOURCE.parent}",
             f"-DAGENT_TGID={agent_pid}",
             f"-DMAX_CONNS={self.max_connections}",
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
@@ -91,10 +93,10 @@ def compile_program(settings: ProbeSettings, agent_pid: int | None = None) -> ob
     bcc = import_bcc()
     pid = os.getpid() if agent_pid is None else agent_pid
     try:
-        return bcc.BPF(src_file=str(SOCKETS_SOURCE).encode(), cflags=settings.cflags(pid))
+        return bcc.BPF(src_file=str(AGENT_SOURCE).encode(), cflags=settings.cflags(pid))
     except Exception as error:  # bcc raises bare Exception with clang's output on stderr
         raise SetupError(
-            f"bcc could not compile {SOCKETS_SOURCE}: {error}",
+            f"bcc could not compile {AGENT_SOURCE}: {error}",
             "check that kernel headers are installed (see the README's set-up command) and "
             "that BCC_KERNEL_SOURCE, if set, points at a headers tree",
         ) from None
@@ -110,6 +112,7 @@ class SocketProbes:
         self._conns = self.bpf["conns"]
         self._allowed = self.bpf["allowed_pids"]
         self._settings_map = self.bpf["settings"]
+        self.tls = TlsHooks(self.bpf)
         self.set_idle_flush_ns(settings.idle_flush_ns)
 
     # -------------------------------------------------------------- attach / detach
@@ -196,6 +199,9 @@ class SocketProbes:
     def forget_pid(self, pid: int) -> None:
         with contextlib.suppress(KeyError):
             del self._allowed[ctypes.c_uint32(pid)]
+
+    def is_allowed(self, pid: int) -> bool:
+        return self._allowed.get(ctypes.c_uint32(pid)) is not None
 
     def allowed_pids(self) -> set[int]:
         return {key.value for key in self._allowed}

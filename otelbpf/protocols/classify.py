@@ -18,6 +18,11 @@ def is_tls_record(head: bytes) -> bool:
     return len(head) >= 3 and head[0] in _TLS_RECORD_TYPES and head[1] == 0x03 and head[2] <= 0x04
 
 
+def is_tls_handshake(head: bytes) -> bool:
+    """A handshake record first: a TLS connection being set up, hooked or not."""
+    return is_tls_record(head) and head[0] == 0x16
+
+
 def classify(exchange: Exchange) -> Protocol:
     head = exchange.request_head
     if http1.looks_like_request(head):

@@ -1,6 +1,6 @@
 """The ctypes mirror in otelbpf/abi.py matches the C in bpf/otelbpf.h, and the BPF programs load.
 
-bpf/sockets.c is compiled with bcc exactly as the agent compiles it
+bpf/agent.c is compiled with bcc exactly as the agent compiles it
 (otelbpf.probes.loader.compile_program). bcc builds ctypes types for every map's key and
 value from clang's own record layout, so comparing those with the hand-written mirror checks
 each size and offset against the compiler. Every program is then loaded, which runs the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from otelbpf import abi, preflight
+from otelbpf import abi, preflight, tlslibs
 from otelbpf.abi import AbiLayout
 from otelbpf.probes.loader import LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
 
@@ -164,7 +164,7 @@ def _program_names(bpf: object) -> list[str]:
 
 
 def _source_program_names() -> list[str]:
-    source = abi.SOCKETS_SOURCE.read_text()
+    source = abi.AGENT_SOURCE.read_text()
     names = [f"tp_enter_{n}" for n in re.findall(r"^SYS_ENTER\((\w+)\)", source, re.M)]
     names += [f"tp_exit_{n}" for n in re.findall(r"^SYS_EXIT\((\w+)\)", source, re.M)]
     names += re.findall(r"^int (\w+)\(", source, re.M)
@@ -172,14 +172,16 @@ def _source_program_names() -> list[str]:
 
 
 def _is_kprobe_program(name: str) -> bool:
-    return name.startswith(("syscall__", "kret_"))
+    # kprobes, and uprobes, which are kprobe-type programs
+    return name.startswith(("syscall__", "kret_", "uprobe_", "uretprobe_"))
 
 
 def test_program_list_is_what_the_source_defines(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
     names = _program_names(bpf)
     assert names == _source_program_names()
-    assert all(n.startswith(("tp_enter_", "tp_exit_", "on_", "syscall__", "kret_")) for n in names)
+    prefixes = ("tp_enter_", "tp_exit_", "on_", "syscall__", "kret_", "uprobe_", "uretprobe_")
+    assert all(n.startswith(prefixes) for n in names)
 
 
 def test_every_program_passes_the_verifier(compiled: tuple[AbiLayout, object]) -> None:
@@ -198,6 +200,9 @@ def test_every_program_passes_the_verifier(compiled: tuple[AbiLayout, object]) -
 def test_loader_names_only_programs_that_exist() -> None:
     programs = set(_source_program_names())
     referenced = set(LIFECYCLE_TRACEPOINTS.values())
+    referenced |= {*tlslibs.OPENSSL_SYMBOLS.values(), *tlslibs.GNUTLS_SYMBOLS.values()}
+    referenced |= {*tlslibs.GO_SYMBOLS.values(), tlslibs.C_RETURN_PROGRAM}
+    referenced.add(tlslibs.GO_RETURN_PROGRAM)
     for entry, exit_ in SYSCALL_PROGRAMS.values():
         referenced |= {f"tp_enter_{entry}", f"syscall__{entry}"}
         if exit_ is not None:
@@ -211,6 +216,8 @@ def test_loader_names_only_programs_that_exist() -> None:
 
 
 def _tracefs_events() -> Path | None:
+    if os.geteuid() == 0:
+        preflight.ensure_tracefs()  # a fresh machine has it unmounted; the agent mounts it too
     for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
         try:
             if (Path(root) / "events" / "syscalls").is_dir():
@@ -223,7 +230,7 @@ def _tracefs_events() -> Path | None:
 TRACEFS_EVENTS = _tracefs_events()
 _FIELD = re.compile(r"field:[^;]*?(\w+)(?:\[\w*\])?;\s*offset:(\d+);\s*size:(\d+);")
 
-# The argument names each sys_enter tracepoint has, up to the last one sockets.c reads:
+# The argument names each sys_enter tracepoint has, up to the last one agent.c reads:
 # struct sys_enter_ctx reads args[i] at offset 16 + 8 * i.
 ARGUMENTS_READ = {
     "read": ["fd", "buf"],
@@ -242,6 +249,7 @@ ARGUMENTS_READ = {
     "accept4": ["fd", "upeer_sockaddr"],
     "close": ["fd"],
     "getppid": [],
+    "mmap": ["addr", "len", "prot", "flags", "fd"],
 }
 
 
@@ -257,7 +265,7 @@ def test_argument_table_covers_every_hooked_syscall() -> None:
 @pytest.mark.skipif(TRACEFS_EVENTS is None, reason="tracefs with syscall tracepoints not mounted")
 @pytest.mark.parametrize("syscall", sorted(SYSCALL_PROGRAMS))
 def test_syscall_tracepoint_layout(syscall: str) -> None:
-    """struct sys_enter_ctx / sys_exit_ctx in sockets.c against the kernel's own formats."""
+    """struct sys_enter_ctx / sys_exit_ctx in agent.c against the kernel's own formats."""
     enter = _fields(f"syscalls/sys_enter_{syscall}")
     assert enter["__syscall_nr"] == (8, 4)
     for index, name in enumerate(ARGUMENTS_READ.get(syscall, [])):
@@ -272,3 +280,15 @@ def test_syscall_tracepoint_layout(syscall: str) -> None:
 def test_lifecycle_tracepoints_exist() -> None:
     for tracepoint in LIFECYCLE_TRACEPOINTS:
         assert (TRACEFS_EVENTS / tracepoint.replace(":", "/") / "format").is_file(), tracepoint
+
+
+@pytest.mark.skipif(TRACEFS_EVENTS is None, reason="tracefs not mounted")
+def test_lifecycle_tracepoint_layouts() -> None:
+    """struct task_newtask_ctx and sched_process_exec_ctx in agent.c against the kernel."""
+    newtask = _fields("task/task_newtask")
+    assert newtask["pid"] == (8, 4)
+    assert newtask["comm"] == (12, 16)
+    assert newtask["clone_flags"] == (32, 8)
+    exec_ = _fields("sched/sched_process_exec")
+    assert exec_["filename"] == (8, 4)  # __data_loc
+    assert exec_["pid"] == (12, 4)

@@ -141,12 +141,21 @@ def test_server_query_values_kept_when_asked() -> None:
     assert span.attributes[URL_PATH] == "/users/42"
 
 
-def test_server_scheme_option() -> None:
-    span = span_of(
-        make_exchange(Role.SERVER, SERVER_REQUEST, SERVER_RESPONSE), SpanOptions(scheme="https")
-    )
+def test_tls_exchanges_are_https() -> None:
+    exchange = make_exchange(Role.SERVER, SERVER_REQUEST, SERVER_RESPONSE)
+    exchange.flags = ExchangeFlag.TLS
+    span = span_of(exchange)
     assert span.attributes[URL_SCHEME] == "https"
     assert span.metric_attributes[URL_SCHEME] == "https"
+
+
+def test_tls_client_url_is_https_with_the_default_port_left_out() -> None:
+    request = b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    exchange = make_exchange(Role.CLIENT, request, peer=SocketAddress("10.0.0.9", 443))
+    exchange.flags = ExchangeFlag.TLS | ExchangeFlag.SEEDED
+    span = span_of(exchange)
+    assert span.attributes[URL_FULL] == "https://example.com/a?b=REDACTED"
+    assert span.attributes[SERVER_PORT] == 443
 
 
 def test_server_without_host_falls_back_to_local_address() -> None:

@@ -1,12 +1,19 @@
-/* otelbpf socket probes: pair each connection's request and response in the kernel.
+/* otelbpf's BPF programs: socket probes and TLS library uprobes, paired in the kernel.
  *
- * Hooks the socket system calls (through syscall tracepoints, or kprobes where the kernel has
- * them) and keeps per-connection state in the conns map, keyed by (pid, fd). A change of
- * direction on a connection closes an exchange; one ring-buffer event carries the whole
- * exchange: timings, byte counts, addresses and the first bytes of each direction.
+ * One file because bcc compiles one translation unit and rewrites its map syntax
+ * (conns.lookup(...)) reliably only in the file it is given: code moved into headers compiled
+ * but failed the verifier (indirect calls where map helpers should be). The file is in parts:
+ *   1. pairing: maps, the pid filter, the per-connection exchange state machine
+ *   2. socket system calls and process lifecycle (logic)
+ *   3. TLS library calls (logic)
+ *   4. entry points, thin, by the names the loader (otelbpf/probes/loader.py) attaches
+ * The kernel <-> user ABI is otelbpf.h.
  *
- * Reads only stable interfaces: syscall arguments, tracepoint fields and user memory. No kernel
- * struct layout is read, so headers of another kernel version compile it safely.
+ * Pairing: a change of direction on a connection closes an exchange; one ring-buffer event
+ * carries the whole exchange: timings, byte counts, addresses and the first bytes of each
+ * direction. Reads only stable interfaces: syscall arguments, tracepoint fields, uprobe
+ * registers and user memory. No kernel struct layout is read, so headers of another kernel
+ * version compile it safely.
  *
  * Defines set by the loader: AGENT_TGID, MAX_CONNS, RINGBUF_PAGES, WAKEUP_BATCH,
  * REQUEST_HEAD_SIZE, RESPONSE_HEAD_SIZE.
@@ -19,6 +26,8 @@
 #include <linux/sched.h>
 
 #include "otelbpf.h"
+
+/* ================================================================ 1. pairing */
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -97,6 +106,16 @@ struct socket_args {
     __u64 type;
 };
 BPF_HASH(pending_socket, __u64, struct socket_args, 4096);
+
+/* TLS: which socket each library session writes to, and which call is in progress. */
+struct tls_session_key {
+    __u32 tgid;
+    __u32 _pad;
+    __u64 session; /* SSL*, gnutls_session_t */
+};
+BPF_HASH(tls_fds, struct tls_session_key, __u32, 65536);
+BPF_HASH(tls_active, __u64, __u64, 16384);   /* thread -> session of the library call it is in */
+BPF_HASH(last_read_fd, __u64, __u32, 16384); /* thread -> the tracked socket it read last */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -200,6 +219,17 @@ static __always_inline struct conn_state *new_conn(__u64 key, __u8 role) {
     return conn;
 }
 
+/* Forget the exchange in progress without emitting it. */
+static __always_inline void drop_exchange(struct conn_state *conn) {
+    conn->phase = PHASE_IDLE;
+    conn->ev.request_bytes = 0;
+    conn->ev.response_bytes = 0;
+    conn->ev.request_len = 0;
+    conn->ev.response_len = 0;
+    conn->ev.start_ns = 0;
+    conn->ev.end_ns = 0;
+}
+
 /* Emit the exchange held in conn and make room for the next one. */
 static __always_inline void finish_exchange(struct conn_state *conn, __u32 flags) {
     if (conn->phase == PHASE_REQUEST)
@@ -207,14 +237,21 @@ static __always_inline void finish_exchange(struct conn_state *conn, __u32 flags
     conn->ev.flags |= flags;
     bpf_get_current_comm(&conn->ev.comm, sizeof(conn->ev.comm));
     emit(&conn->ev, sizeof(conn->ev));
-    conn->phase = PHASE_IDLE;
-    conn->ev.flags &= (EXCHANGE_F_ROLE_INFERRED | EXCHANGE_F_SEEDED);
-    conn->ev.request_bytes = 0;
-    conn->ev.response_bytes = 0;
-    conn->ev.request_len = 0;
-    conn->ev.response_len = 0;
-    conn->ev.start_ns = 0;
-    conn->ev.end_ns = 0;
+    conn->ev.flags &= (EXCHANGE_F_ROLE_INFERRED | EXCHANGE_F_SEEDED | EXCHANGE_F_TLS);
+    drop_exchange(conn);
+}
+
+/* From now on a TLS library hook feeds this connection: what the socket carried so far was
+ * handshake ciphertext, which is never an exchange. */
+static __always_inline void bind_tls(__u32 tgid, __u64 session, __u32 fd,
+                                     struct conn_state *conn) {
+    struct tls_session_key key = {.tgid = tgid, .session = session};
+    tls_fds.update(&key, &fd);
+    if (!conn->tls) {
+        conn->tls = 1;
+        conn->ev.flags |= EXCHANGE_F_TLS;
+        drop_exchange(conn);
+    }
 }
 
 /* Append up to n user bytes at src to a head buffer. The offset is masked and the length
@@ -306,6 +343,17 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
     }
 }
 
+/* ======================================= 2. socket system calls, process lifecycle */
+
+/* otelbpf socket probes' logic: connect, accept, read, write and friends, paired in the kernel.
+ *
+ * Hooks the socket system calls (through syscall tracepoints, or kprobes where the kernel has
+ * them) and keeps per-connection state in the conns map, keyed by (pid, fd); the pairing
+ * itself is in pairing.h. Reads only stable interfaces: syscall arguments, tracepoint fields
+ * and user memory. No kernel struct layout is read, so headers of another kernel version
+ * compile it safely.
+ */
+
 /* ---------------------------------------------------------------- syscall handlers */
 
 static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 iovcnt,
@@ -315,13 +363,25 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
     if (!is_traced(tgid))
         return 0;
     __u64 key = conn_key_of(tgid, fd);
-    if (!conns.lookup(&key)) {
+    struct conn_state *conn = conns.lookup(&key);
+    if (!conn) {
         /* The agent may have left an entry for a call it found blocked at start-up (see
          * seed_blocked_calls in otelbpf/connections.py) that ended unseen: never let it
          * stand for this call. */
         pending_io.delete(&pid_tgid);
         return 0;
     }
+    __u32 fd32 = fd;
+    if (dir == DIR_INGRESS)
+        last_read_fd.update(&pid_tgid, &fd32); /* for TLS stacks whose I/O is outside their calls */
+    __u64 *session = tls_active.lookup(&pid_tgid);
+    if (session) {
+        /* a socket call made inside a TLS library call: that session writes to this socket */
+        bind_tls(tgid, *session, fd32, conn);
+        return 0;
+    }
+    if (conn->tls)
+        return 0; /* ciphertext: the library hook sees the plaintext */
     struct io_args io = {
         .conn_key = key, .buf = buf, .iovcnt = iovcnt, .kind = kind, .dir = dir, .nr = nr};
     pending_io.update(&pid_tgid, &io);
@@ -476,6 +536,27 @@ static __always_inline int close_enter(__u64 fd) {
     return 0;
 }
 
+/* A traced process mapped a file as code (a library loaded by dlopen, `import ssl`): the
+ * agent looks for TLS libraries in it. Only the pid is sent; the agent reads /proc. */
+static __always_inline int mmap_enter(__u64 prot, __s64 fd) {
+    if (!(prot & 0x4) || fd < 0) /* PROT_EXEC of a file */
+        return 0;
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!is_traced(tgid))
+        return 0;
+    __u32 zero = 0;
+    struct process_event *event = process_scratch.lookup(&zero);
+    if (!event)
+        return 0;
+    event->type = EVENT_MMAP_EXEC;
+    event->pid = tgid;
+    event->ppid = 0;
+    event->comm[0] = 0;
+    event->filename[0] = 0;
+    events.ringbuf_output(event, sizeof(*event), BPF_RB_FORCE_WAKEUP);
+    return 0;
+}
+
 /* The agent pulls this trigger (a getppid() call of its own) after filling the flush queue:
  * exchanges idle past SETTING_IDLE_NS, or forced ones, are emitted here, in the kernel, so
  * the sweep never races with the probes over a connection's state. */
@@ -504,9 +585,25 @@ static __always_inline int flush_trigger(void) {
 
 /* ---------------------------------------------------------------- process lifecycle */
 
+/* Tracepoint records, laid out as tracefs's format files give them (checked by
+ * tests/unit/test_abi.py against the running kernel). */
+struct task_newtask_ctx {
+    __u64 common;
+    __s32 pid;
+    char comm[TASK_COMM_LEN];
+    __u32 _pad;
+    __u64 clone_flags;
+};
+struct sched_process_exec_ctx {
+    __u64 common;
+    __u32 data_loc_filename; /* offset in the low 16 bits, length in the high 16 */
+    __s32 pid;
+    __s32 old_pid;
+};
+
 /* A traced process's children are traced from their first instruction, in the kernel, so
  * nothing they do before user space hears of them is missed. */
-int on_task_newtask(struct tracepoint__task__task_newtask *args) {
+static __always_inline int task_newtask(struct task_newtask_ctx *args) {
     if (args->clone_flags & CLONE_THREAD)
         return 0;
     __u32 parent = bpf_get_current_pid_tgid() >> 32;
@@ -527,7 +624,7 @@ int on_task_newtask(struct tracepoint__task__task_newtask *args) {
     return 0;
 }
 
-int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args) {
+static __always_inline int process_exec(struct sched_process_exec_ctx *args) {
     __u32 zero = 0;
     struct process_event *event = process_scratch.lookup(&zero);
     if (!event)
@@ -544,7 +641,7 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args) {
     return 0;
 }
 
-int on_sched_process_exit(struct tracepoint__sched__sched_process_exit *args) {
+static __always_inline int process_exit(void) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
     if ((__u32)pid_tgid != tgid || !allowed_pids.lookup(&tgid))
@@ -561,6 +658,180 @@ int on_sched_process_exit(struct tracepoint__sched__sched_process_exit *args) {
     events.ringbuf_output(event, sizeof(*event), BPF_RB_FORCE_WAKEUP);
     return 0;
 }
+
+/* ================================================================ 3. TLS library calls */
+
+/* otelbpf TLS uprobes' logic: the plaintext at the TLS library boundary, fed into the same pairing.
+ *
+ * OpenSSL 1.1/3 and BoringSSL (SSL_read, SSL_write, SSL_read_ex, SSL_write_ex, shared or linked
+ * into the executable), GnuTLS (gnutls_record_recv/send), and Go's crypto/tls
+ * ((*Conn).Read/Write, register ABI).
+ *
+ * Each library call is tied to its socket: for the C libraries through the socket syscall made
+ * inside the call on the same thread (sockets.c binds the session to that fd), or, for stacks
+ * whose socket I/O happens outside their calls (Node.js drives OpenSSL through memory BIOs),
+ * through the last socket the thread read. Go's fd is read from the tls.Conn itself.
+ * Reads only uprobe registers and user memory.
+ */
+
+struct tls_call {
+    __u64 session;
+    const void *buf;
+    const void *length_out; /* SSL_*_ex: where the library writes the byte count */
+    __u8 dir;
+    __u8 _pad[7];
+};
+BPF_HASH(tls_calls, __u64, struct tls_call, 16384); /* thread -> call in progress */
+
+static __always_inline int tls_enter(__u64 session, const void *buf, const void *length_out,
+                                     __u8 dir) {
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!is_traced(pid_tgid >> 32))
+        return 0;
+    struct tls_call call = {.session = session, .buf = buf, .length_out = length_out, .dir = dir};
+    tls_calls.update(&pid_tgid, &call);
+    tls_active.update(&pid_tgid, &session);
+    return 0;
+}
+
+static __always_inline struct conn_state *tls_conn(__u32 tgid, __u64 session, __u64 pid_tgid) {
+    struct tls_session_key key = {.tgid = tgid, .session = session};
+    __u32 *fd = tls_fds.lookup(&key);
+    if (fd) {
+        __u64 conn_key = conn_key_of(tgid, *fd);
+        return conns.lookup(&conn_key);
+    }
+    /* No socket call inside any call of this session yet: the stack does its socket I/O
+     * outside (memory BIOs). Its ciphertext was read just before on this thread. */
+    __u32 *last = last_read_fd.lookup(&pid_tgid);
+    if (!last)
+        return NULL;
+    __u64 conn_key = conn_key_of(tgid, *last);
+    struct conn_state *conn = conns.lookup(&conn_key);
+    if (conn)
+        bind_tls(tgid, session, *last, conn);
+    return conn;
+}
+
+static __always_inline int tls_exit(__s64 ret) {
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct tls_call *pending = tls_calls.lookup(&pid_tgid);
+    if (!pending)
+        return 0;
+    struct tls_call call = *pending;
+    tls_calls.delete(&pid_tgid);
+    tls_active.delete(&pid_tgid);
+    __u64 bytes = ret > 0 ? ret : 0;
+    if (call.length_out) {
+        /* SSL_read_ex / SSL_write_ex return 1 on success and the count through a pointer */
+        bytes = 0;
+        if (ret == 1)
+            bpf_probe_read_user(&bytes, sizeof(bytes), call.length_out);
+    }
+    if (bytes == 0)
+        return 0;
+    __u32 tgid = pid_tgid >> 32;
+    struct conn_state *conn = tls_conn(tgid, call.session, pid_tgid);
+    if (!conn) {
+        count(COUNTER_TLS_UNBOUND);
+        return 0;
+    }
+    if (!conn->tls)
+        bind_tls(tgid, call.session, conn->ev.fd, conn);
+    struct io_args io = {.buf = call.buf, .kind = IO_FLAT, .dir = call.dir, .nr = -1};
+    on_data(conn, &io, bytes, pid_tgid);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Go crypto/tls
+ * func (c *Conn) Read(b []byte) (int, error) and Write, register ABI (Go >= 1.17, amd64):
+ * c in RAX, b's pointer in RBX; on return n in RAX. The goroutine (R14) may move between
+ * threads while it waits, so calls are keyed by goroutine, not thread. Returns are reached
+ * with uprobes on each RET instruction of the function: uretprobes rewrite the return address
+ * on the stack, which breaks Go's stack growth and unwinding. */
+
+#ifndef GO_TLS_CONN_NET_CONN_DATA
+/* tls.Conn starts with conn net.Conn (interface: itab, data); data is *net.TCPConn, whose
+ * first word is its *netFD; netFD starts with poll.FD, whose Sysfd follows fdMutex (16 bytes).
+ * Stable from Go 1.12 through 1.23; the loader may override them from DWARF. */
+#define GO_TLS_CONN_NET_CONN_DATA 8
+#define GO_NETFD_SYSFD 16
+#endif
+
+struct go_call_key {
+    __u32 tgid;
+    __u32 _pad;
+    __u64 goroutine;
+};
+struct go_call {
+    const void *buf;
+    __s64 fd;
+    __u8 dir;
+    __u8 _pad[7];
+};
+BPF_HASH(go_tls_calls, struct go_call_key, struct go_call, 16384);
+
+static __always_inline __s64 go_conn_fd(const void *tls_conn) {
+    const void *tcp_conn = NULL, *net_fd = NULL;
+    __s64 fd = -1;
+    if (bpf_probe_read_user(&tcp_conn, sizeof(tcp_conn), tls_conn + GO_TLS_CONN_NET_CONN_DATA) ||
+        !tcp_conn)
+        return -1;
+    if (bpf_probe_read_user(&net_fd, sizeof(net_fd), tcp_conn) || !net_fd)
+        return -1;
+    if (bpf_probe_read_user(&fd, sizeof(fd), net_fd + GO_NETFD_SYSFD))
+        return -1;
+    return fd;
+}
+
+static __always_inline int go_tls_enter(struct pt_regs *ctx, __u8 dir) {
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    if (!is_traced(tgid))
+        return 0;
+    struct go_call_key key = {.tgid = tgid, .goroutine = ctx->r14};
+    struct go_call call = {.buf = (void *)ctx->bx, .fd = go_conn_fd((void *)ctx->ax), .dir = dir};
+    if (call.fd < 0)
+        return 0;
+    go_tls_calls.update(&key, &call);
+    return 0;
+}
+
+static __always_inline int go_tls_return(struct pt_regs *ctx) {
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    struct go_call_key key = {.tgid = tgid, .goroutine = ctx->r14};
+    struct go_call *pending = go_tls_calls.lookup(&key);
+    if (!pending)
+        return 0;
+    struct go_call call = *pending;
+    go_tls_calls.delete(&key);
+    __s64 n = ctx->ax;
+    if (n <= 0)
+        return 0;
+    __u64 conn_key = conn_key_of(tgid, call.fd);
+    struct conn_state *conn = conns.lookup(&conn_key);
+    if (!conn) {
+        count(COUNTER_TLS_UNBOUND);
+        return 0;
+    }
+    if (!conn->tls) {
+        conn->tls = 1;
+        conn->ev.flags |= EXCHANGE_F_TLS;
+        drop_exchange(conn);
+    }
+    struct io_args io = {.buf = call.buf, .kind = IO_FLAT, .dir = call.dir, .nr = -1};
+    on_data(conn, &io, n, pid_tgid);
+    return 0;
+}
+
+/* ================================================================ 4. entry points */
+
+/* ---------------------------------------------------------------- process lifecycle */
+
+int on_task_newtask(struct task_newtask_ctx *args) { return task_newtask(args); }
+int on_sched_process_exec(struct sched_process_exec_ctx *args) { return process_exec(args); }
+int on_sched_process_exit(void *args) { return process_exit(); }
 
 /* ---------------------------------------------------------------- tracepoint entry points */
 
@@ -587,6 +858,7 @@ SYS_ENTER(accept) { return accept_enter(ctx->nr, ctx->args[0], (void *)ctx->args
 SYS_EXIT(accept) { return accept_exit(ctx->nr, ctx->ret); }
 SYS_ENTER(close) { return close_enter(ctx->args[0]); }
 SYS_ENTER(getppid) { return flush_trigger(); }
+SYS_ENTER(mmap) { return mmap_enter(ctx->args[2], ctx->args[4]); }
 
 /* ---------------------------------------------------------------- kprobe entry points
  * bcc's syscall__ prefix unwraps the syscall wrapper's pt_regs into these arguments. */
@@ -611,3 +883,50 @@ int syscall__accept(struct pt_regs *ctx, int fd, void *addr) { return accept_ent
 int kret_accept(struct pt_regs *ctx) { return accept_exit(-1, PT_REGS_RC(ctx)); }
 int syscall__close(struct pt_regs *ctx, int fd) { return close_enter(fd); }
 int syscall__getppid(struct pt_regs *ctx) { return flush_trigger(); }
+int syscall__mmap(struct pt_regs *ctx, void *addr, __u64 len, __u64 prot) {
+    /* a BPF function takes five arguments at most: the fifth syscall argument (fd) is read
+     * from the user registers the syscall wrapper was given (uapi struct pt_regs) */
+    struct pt_regs *user_regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+    __s64 fd = -1;
+    bpf_probe_read_kernel(&fd, sizeof(fd), &user_regs->r8);
+    return mmap_enter(prot, fd);
+}
+
+/* ---------------------------------------------------------------- TLS library uprobes */
+
+/* OpenSSL, BoringSSL: int SSL_read(SSL *, void *, int), int SSL_read_ex(SSL *, void *,
+ * size_t, size_t *); the write functions mirror them. */
+int uprobe_ssl_read(struct pt_regs *ctx) {
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS);
+}
+
+int uprobe_ssl_write(struct pt_regs *ctx) {
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS);
+}
+
+int uprobe_ssl_read_ex(struct pt_regs *ctx) {
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM4(ctx),
+                     DIR_INGRESS);
+}
+
+int uprobe_ssl_write_ex(struct pt_regs *ctx) {
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM4(ctx),
+                     DIR_EGRESS);
+}
+
+/* GnuTLS: ssize_t gnutls_record_recv(gnutls_session_t, void *, size_t); send mirrors it. */
+int uprobe_gnutls_recv(struct pt_regs *ctx) {
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS);
+}
+
+int uprobe_gnutls_send(struct pt_regs *ctx) {
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS);
+}
+
+int uretprobe_tls(struct pt_regs *ctx) { return tls_exit(PT_REGS_RC(ctx)); }
+
+/* Go crypto/tls: (*Conn).Read and Write, and a uprobe on each of their RET instructions */
+int uprobe_go_tls_read(struct pt_regs *ctx) { return go_tls_enter(ctx, DIR_INGRESS); }
+int uprobe_go_tls_write(struct pt_regs *ctx) { return go_tls_enter(ctx, DIR_EGRESS); }
+
+int uprobe_go_tls_return(struct pt_regs *ctx) { return go_tls_return(ctx); }

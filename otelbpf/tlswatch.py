@@ -1,0 +1,104 @@
+"""TLS coverage: finds the TLS libraries of traced processes, has them hooked, and reports.
+
+Traced processes are scanned at start-up, after exec, and whenever the kernel says one mapped a
+file as code (dlopen; Python's `import ssl`). Each library file is hooked once. What is hooked,
+and which processes send TLS no hook decrypts, is written to a status file that
+`otelbpf coverage` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from otelbpf.tlslibs import TlsLibrary, libraries_of
+
+log = logging.getLogger(__name__)
+
+STATUS_PATH = Path("/run/otelbpf/status.json")
+
+
+class TlsWatcher:
+    def __init__(
+        self,
+        attach: Callable[[TlsLibrary, int], object] | None,
+        status_path: Path | None = STATUS_PATH,
+    ) -> None:
+        self._attach = attach  # None: TLS hooking is off (--no-tls)
+        self._status_path = status_path
+        self._due: dict[int, float] = {}
+        self.libraries: dict[tuple[int, int], TlsLibrary] = {}
+        self.users: dict[tuple[int, int], set[int]] = {}
+        self.unhooked_tls: Counter[int] = Counter()  # pid -> TLS exchanges no hook decrypted
+        self._status_dirty = True
+
+    def schedule(self, pid: int, delay_s: float = 0.0) -> None:
+        due = time.monotonic() + delay_s
+        self._due[pid] = min(due, self._due.get(pid, due))
+
+    def run_due(self) -> None:
+        if not self._due:
+            return
+        now = time.monotonic()
+        for pid in [pid for pid, due in self._due.items() if due <= now]:
+            del self._due[pid]
+            self.scan(pid)
+        if self._status_dirty:
+            self.write_status()
+
+    def scan(self, pid: int) -> list[TlsLibrary]:
+        found = libraries_of(pid)
+        for library in found:
+            users = self.users.setdefault(library.file_id, set())
+            if pid not in users:
+                users.add(pid)
+                self._status_dirty = True
+            if library.file_id not in self.libraries:
+                self.libraries[library.file_id] = library
+                self._status_dirty = True
+            if self._attach is not None:
+                self._attach(library, pid)
+        return found
+
+    def count_unhooked(self, pid: int) -> None:
+        self.unhooked_tls[pid] += 1
+        self._status_dirty = True
+
+    def status(self) -> dict[str, object]:
+        return {
+            "agent_pid": os.getpid(),
+            "tls_hooking": self._attach is not None,
+            "libraries": [
+                {
+                    "path": library.path,
+                    "stack": library.stack.value,
+                    "detail": library.detail,
+                    "hooks": sorted({hook.symbol for hook in library.hooks}),
+                    "uprobes": len(library.hooks) if self._attach is not None else 0,
+                    "pids": sorted(self.users.get(file_id, ())),
+                }
+                for file_id, library in self.libraries.items()
+            ],
+            "unhooked_tls_exchanges": {str(pid): n for pid, n in self.unhooked_tls.items()},
+        }
+
+    def write_status(self) -> None:
+        self._status_dirty = False
+        if self._status_path is None:
+            return
+        try:
+            self._status_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            tmp.replace(self._status_path)
+        except OSError as error:
+            log.debug("cannot write %s: %s", self._status_path, error)
+
+    def remove_status(self) -> None:
+        if self._status_path is not None:
+            self._status_path.unlink(missing_ok=True)
