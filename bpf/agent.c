@@ -679,16 +679,21 @@ struct tls_call {
     const void *buf;
     const void *length_out; /* SSL_*_ex: where the library writes the byte count */
     __u8 dir;
-    __u8 _pad[7];
+    __u8 int_return; /* the function returns int: only EAX is meaningful (-1 is 0xffffffff) */
+    __u8 _pad[6];
 };
 BPF_HASH(tls_calls, __u64, struct tls_call, 16384); /* thread -> call in progress */
 
 static __always_inline int tls_enter(__u64 session, const void *buf, const void *length_out,
-                                     __u8 dir) {
+                                     __u8 dir, __u8 int_return) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!is_traced(pid_tgid >> 32))
         return 0;
-    struct tls_call call = {.session = session, .buf = buf, .length_out = length_out, .dir = dir};
+    struct tls_call call = {.session = session,
+                            .buf = buf,
+                            .length_out = length_out,
+                            .dir = dir,
+                            .int_return = int_return};
     tls_calls.update(&pid_tgid, &call);
     tls_active.update(&pid_tgid, &session);
     return 0;
@@ -721,6 +726,8 @@ static __always_inline int tls_exit(__s64 ret) {
     struct tls_call call = *pending;
     tls_calls.delete(&pid_tgid);
     tls_active.delete(&pid_tgid);
+    if (call.int_return)
+        ret = (__s32)ret;
     __u64 bytes = ret > 0 ? ret : 0;
     if (call.length_out) {
         /* SSL_read_ex / SSL_write_ex return 1 on success and the count through a pointer */
@@ -897,30 +904,30 @@ int syscall__mmap(struct pt_regs *ctx, void *addr, __u64 len, __u64 prot) {
 /* OpenSSL, BoringSSL: int SSL_read(SSL *, void *, int), int SSL_read_ex(SSL *, void *,
  * size_t, size_t *); the write functions mirror them. */
 int uprobe_ssl_read(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS, 1);
 }
 
 int uprobe_ssl_write(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS, 1);
 }
 
 int uprobe_ssl_read_ex(struct pt_regs *ctx) {
     return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM4(ctx),
-                     DIR_INGRESS);
+                     DIR_INGRESS, 1);
 }
 
 int uprobe_ssl_write_ex(struct pt_regs *ctx) {
     return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM4(ctx),
-                     DIR_EGRESS);
+                     DIR_EGRESS, 1);
 }
 
 /* GnuTLS: ssize_t gnutls_record_recv(gnutls_session_t, void *, size_t); send mirrors it. */
 int uprobe_gnutls_recv(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS, 0);
 }
 
 int uprobe_gnutls_send(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS, 0);
 }
 
 int uretprobe_tls(struct pt_regs *ctx) { return tls_exit(PT_REGS_RC(ctx)); }

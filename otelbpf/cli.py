@@ -1,4 +1,4 @@
-"""Command line: `otelbpf run` and `otelbpf check`.
+"""Command line: `otelbpf run`, `otelbpf check` and `otelbpf coverage`.
 
 Every setting also has an OTELBPF_* environment variable (see otelbpf.config); the standard
 OTEL_* variables configure export. Errors the user can fix print a message and a fix, and
@@ -141,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("check", help="check that this machine can run the agent, and say how")
+
+    cover = commands.add_parser(
+        "coverage",
+        help="which processes use which TLS library, and whether the running agent hooks it",
+        description="List the TLS libraries of the selected processes (all, with no selector) "
+        "and, if an agent is running, whether it has hooked them and which processes send TLS "
+        "that no hook decrypts.",
+    )
+    cover.add_argument("--pid", type=_pid, action="append", default=[], metavar="N")
+    cover.add_argument("--port", type=_port, action="append", default=[], metavar="N")
+    cover.add_argument("--exe", action="append", default=[], metavar="GLOB")
     return parser
 
 
@@ -191,6 +202,23 @@ def _check() -> int:
     return 0
 
 
+def _coverage(args: argparse.Namespace) -> int:
+    from otelbpf.coverage import coverage, format_table, running_agent_status
+
+    status = running_agent_status()
+    selectors = Selectors(tuple(args.pid), tuple(args.port), tuple(args.exe))
+    rows, notes = coverage(selectors, status)
+    if status is None:
+        print("no otelbpf agent is running: showing what it would hook")
+    if rows:
+        print(format_table(rows))
+    else:
+        print("no selected process has a TLS library mapped")
+    for note in notes:
+        print(note)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -198,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "coverage":
+            return _coverage(args)
         return _check()
     except SetupError as error:
         print(f"otelbpf: {error.message}\n  how to fix: {error.fix}", file=sys.stderr)

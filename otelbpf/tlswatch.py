@@ -42,12 +42,11 @@ class TlsWatcher:
         self._due[pid] = min(due, self._due.get(pid, due))
 
     def run_due(self) -> None:
-        if not self._due:
-            return
-        now = time.monotonic()
-        for pid in [pid for pid, due in self._due.items() if due <= now]:
-            del self._due[pid]
-            self.scan(pid)
+        if self._due:
+            now = time.monotonic()
+            for pid in [pid for pid, due in self._due.items() if due <= now]:
+                del self._due[pid]
+                self.scan(pid)
         if self._status_dirty:
             self.write_status()
 

@@ -19,8 +19,10 @@ def is_tls_record(head: bytes) -> bool:
 
 
 def is_tls_handshake(head: bytes) -> bool:
-    """A handshake record first: a TLS connection being set up, hooked or not."""
-    return is_tls_record(head) and head[0] == 0x16
+    """A TLS connection being set up, hooked or not: a handshake record first, or a change
+    cipher spec (TLS 1.3's client Finished flight in middlebox-compatible mode). Application
+    data first is traffic no hook decrypted."""
+    return is_tls_record(head) and head[0] in (0x14, 0x16)
 
 
 def classify(exchange: Exchange) -> Protocol:

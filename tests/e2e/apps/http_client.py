@@ -4,6 +4,9 @@ keepalive HOST PORT PATH N      N requests on one connection
 concurrent HOST PORT T N        T threads, each N requests on its own connection
 interactive HOST PORT           one connection; a path per stdin line; prints "done STATUS"
 slowread HOST PORT PATH DELAY   small receive buffer; waits DELAY s after the head, then reads
+
+With --tls (anywhere after the mode), keepalive, concurrent and interactive speak HTTPS
+(http.client.HTTPSConnection, certificate not verified).
 """
 
 import http.client
@@ -13,8 +16,16 @@ import threading
 import time
 
 
+def connection(host: str, port: int) -> http.client.HTTPConnection:
+    if not TLS:
+        return http.client.HTTPConnection(host, port)
+    import ssl
+
+    return http.client.HTTPSConnection(host, port, context=ssl._create_unverified_context())
+
+
 def keepalive(host: str, port: int, path: str, n: int) -> None:
-    conn = http.client.HTTPConnection(host, port)
+    conn = connection(host, port)
     for _ in range(n):
         conn.request("GET", path)
         conn.getresponse().read()
@@ -25,7 +36,7 @@ def concurrent(host: str, port: int, threads: int, n: int) -> None:
     barrier = threading.Barrier(threads)
 
     def worker(index: int) -> None:
-        conn = http.client.HTTPConnection(host, port)
+        conn = connection(host, port)
         conn.connect()
         barrier.wait()
         for i in range(n):
@@ -41,7 +52,7 @@ def concurrent(host: str, port: int, threads: int, n: int) -> None:
 
 
 def interactive(host: str, port: int) -> None:
-    conn = http.client.HTTPConnection(host, port)
+    conn = connection(host, port)
     conn.connect()
     print("connected", flush=True)
     for line in sys.stdin:
@@ -82,6 +93,9 @@ def slowread(host: str, port: int, path: str, delay: float) -> None:
     sock.close()
 
 
+TLS = "--tls" in sys.argv
+if TLS:
+    sys.argv.remove("--tls")
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if mode == "keepalive":
     keepalive(host, port, sys.argv[4], int(sys.argv[5]))

@@ -2,7 +2,8 @@
 
 Routes: /users/<id> 200, /slow (sleeps 20 ms), /status/<code>, /chunked (chunked response),
 /big (1 MiB, through a small send buffer), POST /echo (reads the body, answers its size).
-Prints "ready PORT" when listening.
+Prints "ready PORT" when listening. Usage: http_server.py PORT [--tls CERT KEY]; with --tls the
+listening socket is wrapped with the ssl module (HTTPS, same routes).
 """
 
 import http.server
@@ -55,5 +56,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+if sys.argv[2:3] == ["--tls"]:
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+    # the handshake happens in the handler's thread, on its first read: a slow client cannot
+    # hold up the accept loop
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
 print(f"ready {server.server_address[1]}", flush=True)
 server.serve_forever()

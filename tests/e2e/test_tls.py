@@ -1,0 +1,588 @@
+"""End to end, issue "Decrypted HTTPS": TLS libraries hooked with uprobes give the same spans
+as plain HTTP, with url.scheme "https" and url.full "https://...". Real servers and clients on
+every stack the agent hooks (OpenSSL shared by Python, nginx and curl; OpenSSL linked into
+node; Go's crypto/tls; GnuTLS), and TLS no hook decrypts (tlslite-ng, --no-tls) counted as
+encrypted, never turned into spans.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import agent_env, require
+from tests.e2e.harness import (
+    APPS,
+    PYTHON,
+    AgentProcess,
+    Background,
+    curl,
+    free_port,
+    python_client,
+)
+from tests.e2e.test_http_nginx import Nginx
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+
+MS = 1_000_000
+PYTHON_EXE = os.path.basename(os.path.realpath(PYTHON))
+SETTLE_S = 2.0  # how long "nothing more arrives" is watched for
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, made with the openssl CLI."""
+    directory = tmp_path_factory.mktemp("cert")
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            require("openssl"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key_path),
+            "-out",
+            str(cert_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert_path, key_path
+
+
+def python_tls_server(port: int, cert: tuple[Path, Path]) -> Background:
+    return Background(
+        [PYTHON, str(APPS / "http_server.py"), str(port), "--tls", *map(str, cert)],
+        ready_line="ready",
+    )
+
+
+@pytest.fixture
+def tls_server(cert: tuple[Path, Path]) -> Iterator[tuple[Background, int]]:
+
+    port = free_port()
+    running = python_tls_server(port, cert)
+    yield running, port
+    running.stop()
+
+
+@pytest.fixture
+def owned() -> Iterator[Callable[[Background], Background]]:
+    """Background processes started inside a test, stopped at its end whatever happens."""
+    started: list[Background] = []
+
+    def own(process: Background) -> Background:
+        started.append(process)
+        return process
+
+    yield own
+    for process in started:
+        process.stop()
+
+
+def of_kind(spans: list[ReceivedSpan], kind: str, pid: int | None = None) -> list[ReceivedSpan]:
+    return sorted(
+        (
+            s
+            for s in spans
+            if s.kind == kind and (pid is None or s.resource.get("process.pid") == pid)
+        ),
+        key=lambda s: s.start_ns,
+    )
+
+
+def wait_kinds(
+    receiver: OtlpReceiver, servers: int, clients: int, timeout: float = 20
+) -> list[ReceivedSpan]:
+    """Wait for at least that many server and client spans, then watch that no more come."""
+    receiver.wait_for_spans(
+        lambda s: len(of_kind(s, "SERVER")) >= servers and len(of_kind(s, "CLIENT")) >= clients,
+        timeout,
+    )
+    receiver.wait_for_spans(lambda s: False, timeout=1.0)
+    return receiver.spans()
+
+
+def wait_for_log(receiver: OtlpReceiver, agent: AgentProcess, pattern: str, timeout: float = 20):
+    """The agent's log line matching pattern (polled through the receiver's wait), or None."""
+    regex = re.compile(pattern, re.MULTILINE)
+    receiver.wait_for_spans(lambda _s: regex.search(agent.stderr) is not None, timeout)
+    return regex.search(agent.stderr)
+
+
+def summary_counts(agent: AgentProcess) -> dict[str, int]:
+    """The counts of the agent's exit line: "stopped: N exchanges, M spans, K encrypted, ..."."""
+    line = next((ln for ln in agent.stderr.splitlines() if " stopped: " in ln), None)
+    assert line is not None, f"no summary line in the agent's log:\n{agent.stderr}"
+    return {
+        name: int(count)
+        for count, name in re.findall(r"(\d+) ([a-z_-]+)", line.split(" stopped: ", 1)[1])
+    }
+
+
+def maps_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def assert_server_span(span: ReceivedSpan, port: int, method: str, path: str, status: int) -> None:
+    attrs = span.attributes
+    assert attrs["http.request.method"] == method
+    assert attrs["url.path"] == path
+    assert attrs["url.scheme"] == "https"
+    assert attrs["http.response.status_code"] == status
+    assert attrs["server.address"] == "127.0.0.1"
+    assert attrs["server.port"] == port
+    assert attrs["client.address"] == "127.0.0.1"
+    assert attrs["network.protocol.version"] == "1.1"
+    assert span.status_code == ("ERROR" if status >= 500 else "UNSET")
+    assert span.end_ns >= span.start_ns
+
+
+def assert_client_span(span: ReceivedSpan, url: str, method: str, status: int) -> None:
+    attrs = span.attributes
+    assert attrs["url.full"] == url
+    assert attrs["http.request.method"] == method
+    assert attrs["http.response.status_code"] == status
+    assert attrs["server.address"] == "127.0.0.1"
+    assert attrs["network.protocol.version"] == "1.1"
+    assert span.status_code == ("ERROR" if status >= 400 else "UNSET")
+    assert span.end_ns >= span.start_ns
+
+
+def curl_k(*args: str) -> str:
+    return curl("-k", *args).stdout
+
+
+# ---------------------------------------------------------------- Python ssl (shared OpenSSL)
+
+
+def test_python_https_server_and_client_spans(receiver, tls_server, start_agent):
+    server, port = tls_server
+    # --port: the server (listening before the agent) and every client of the port
+    start_agent(["--port", str(port)], agent_env(receiver))
+
+    python_client("keepalive", "127.0.0.1", port, "/users/7?token=secret", 5, "--tls")
+
+    spans = wait_kinds(receiver, 5, 5)
+    servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
+    assert len(servers) == 5 and len(clients) == 5
+    for span in servers:
+        assert span.name == "GET /users/{id}"
+        assert_server_span(span, port, "GET", "/users/7", 200)
+        assert span.attributes["url.query"] == "token=REDACTED"
+        assert span.attributes["http.route"] == "/users/{id}"
+        assert span.attributes["http.response.body.size"] == len("hello")
+        assert span.attributes["http.request.body.size"] == 0
+        assert span.resource["service.name"] == PYTHON_EXE
+        assert span.resource["process.pid"] == server.pid
+    # keep-alive: one connection carried the five requests
+    assert len({s.attributes["client.port"] for s in servers}) == 1
+    for span in clients:
+        assert span.name == "GET /users/{id}"
+        assert_client_span(span, f"https://127.0.0.1:{port}/users/7?token=REDACTED", "GET", 200)
+        assert span.attributes["server.port"] == port
+        assert span.resource["service.name"] == PYTHON_EXE
+    client_pids = {s.resource["process.pid"] for s in clients}
+    assert len(client_pids) == 1 and server.pid not in client_pids
+
+
+def test_python_https_statuses_and_handler_duration(receiver, tls_server, start_agent):
+    server, port = tls_server
+    start_agent(["--port", str(port)], agent_env(receiver))
+
+    python_client("keepalive", "127.0.0.1", port, "/slow", 2, "--tls")
+    python_client("keepalive", "127.0.0.1", port, "/status/404", 1, "--tls")
+    python_client("keepalive", "127.0.0.1", port, "/status/500", 1, "--tls")
+
+    spans = wait_kinds(receiver, 4, 4)
+    servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
+    assert len(servers) == 4 and len(clients) == 4
+    assert [s.attributes["url.path"] for s in servers] == [
+        "/slow",
+        "/slow",
+        "/status/404",
+        "/status/500",
+    ]
+    for span, status in zip(servers, [200, 200, 404, 500], strict=True):
+        assert_server_span(span, port, "GET", span.attributes["url.path"], status)
+        assert span.resource["process.pid"] == server.pid
+    assert servers[3].attributes["error.type"] == "500"
+    assert "error.type" not in servers[2].attributes
+    base = f"https://127.0.0.1:{port}"
+    for span, path, status in zip(
+        clients,
+        ["/slow", "/slow", "/status/404", "/status/500"],
+        [200, 200, 404, 500],
+        strict=True,
+    ):
+        assert_client_span(span, base + path, "GET", status)
+    assert clients[2].attributes["error.type"] == "404"
+    # the handler sleeps 20 ms: neither end can see the exchange shorter than that
+    for span in servers[:2] + clients[:2]:
+        assert span.duration_ns >= 20 * MS
+
+
+def test_python_client_that_loads_libssl_after_the_agent_started(
+    receiver, tls_server, start_agent, owned
+):
+    _server, port = tls_server
+    client = owned(
+        Background(
+            [PYTHON, str(APPS / "tls_late_client.py"), "127.0.0.1", str(port), "/users/3", "3"],
+            ready_line="waiting",
+        )
+    )
+    assert "libssl" not in maps_of(client.pid)  # nothing to hook when the agent starts
+    agent = start_agent(["--pid", str(client.pid)], agent_env(receiver))
+
+    assert client.send("import") == "imported"
+    assert "libssl" in maps_of(client.pid)
+    # the agent learns of the new code mapping from the kernel and hooks the library; the
+    # requests wait for that, since a library cannot be hooked before it is mapped
+    hooked = wait_for_log(receiver, agent, rf"TLS: hooked \S*libssl\.so\S* .*pid {client.pid}\b")
+    assert hooked is not None, f"libssl of pid {client.pid} was never hooked:\n{agent.stderr}"
+    assert client.send("go") == "done 200 200 200"
+
+    spans = wait_kinds(receiver, 0, 3)
+    clients = of_kind(spans, "CLIENT", client.pid)
+    assert len(clients) == 3
+    assert len(spans) == 3  # the server is not traced
+    for span in clients:
+        assert span.name == "GET /users/{id}"
+        assert_client_span(span, f"https://127.0.0.1:{port}/users/3", "GET", 200)
+        assert span.attributes["server.port"] == port
+        assert span.resource["service.name"] == PYTHON_EXE
+
+
+# ---------------------------------------------------------------- nginx and curl (OpenSSL)
+
+NGINX_TLS_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    keepalive_timeout 30;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {dir}/www;
+        location = /fail {{ return 500; }}
+        location = /created {{ return 201 "made"; }}
+    }}
+}}
+"""
+
+
+class TlsNginx(Nginx):
+    """The plaintext tests' nginx, listening with ssl on the certificate fixture."""
+
+    def __init__(self, directory: Path, cert: tuple[Path, Path]) -> None:
+        super().__init__(directory)
+        self.conf.write_text(
+            NGINX_TLS_CONF.format(dir=directory, port=self.port, cert=cert[0], key=cert[1])
+        )
+
+
+@pytest.fixture
+def tls_nginx(tmp_path: Path, cert: tuple[Path, Path]) -> Iterator[TlsNginx]:
+    server = TlsNginx(tmp_path, cert)
+    yield server
+    server.stop()
+
+
+def test_nginx_https_server_and_curl_client_spans(receiver, tls_nginx, start_agent):
+    tls_nginx.start()
+    require("curl")
+    start_agent(["--pid", str(tls_nginx.master_pid), "--exe", "curl"], agent_env(receiver))
+    base = f"https://127.0.0.1:{tls_nginx.port}"
+
+    assert curl_k(f"{base}/index.html") == "200"
+    assert curl_k(f"{base}/items/1234") == "200"
+    assert curl_k(f"{base}/missing") == "404"
+    assert curl_k(f"{base}/fail") == "500"
+    assert curl_k("-X", "POST", "--data-binary", "abc", f"{base}/created") == "201"
+
+    spans = wait_kinds(receiver, 5, 5)
+    servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
+    assert len(servers) == 5 and len(clients) == 5
+
+    assert {s.resource["process.pid"] for s in servers} <= set(tls_nginx.worker_pids())
+    assert {s.resource["service.name"] for s in servers} == {"nginx"}
+    assert [s.name for s in servers] == [
+        "GET /index.html",
+        "GET /items/{id}",
+        "GET /missing",
+        "GET /fail",
+        "POST /created",
+    ]
+    statuses = [200, 200, 404, 500, 201]
+    paths = ["/index.html", "/items/1234", "/missing", "/fail", "/created"]
+    methods = ["GET", "GET", "GET", "GET", "POST"]
+    for span, method, path, status in zip(servers, methods, paths, statuses, strict=True):
+        assert_server_span(span, tls_nginx.port, method, path, status)
+        assert span.attributes["user_agent.original"].startswith("curl/")
+    assert servers[0].attributes["http.response.body.size"] == len("hello from nginx\n")
+    assert servers[4].attributes["http.request.body.size"] == 3
+
+    assert {s.resource["service.name"] for s in clients} == {"curl"}
+    for span, method, path, status in zip(clients, methods, paths, statuses, strict=True):
+        assert_client_span(span, base + path, method, status)
+        assert span.attributes["server.port"] == tls_nginx.port
+    # each client span encloses its server span: the same exchange seen from both ends
+    for client, server in zip(clients, servers, strict=True):
+        assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns
+
+
+# ---------------------------------------------------------------- Node.js (OpenSSL linked in)
+
+
+def test_node_https_server_spans(receiver, cert, start_agent, owned):
+    node = require("node")
+
+    port = free_port()
+    server = owned(
+        Background(
+            [node, str(APPS / "https_server.js"), str(port), *map(str, cert)], ready_line="ready"
+        )
+    )
+    start_agent(["--pid", str(server.pid)], agent_env(receiver))
+    base = f"https://127.0.0.1:{port}"
+
+    python_client("keepalive", "127.0.0.1", port, "/users/9", 4, "--tls")
+    python_client("keepalive", "127.0.0.1", port, "/slow", 2, "--tls")
+    assert curl_k("--http1.1", f"{base}/status/404") == "404"
+    assert curl_k("--http1.1", f"{base}/status/500") == "500"
+    assert curl_k("--http1.1", "-X", "POST", "--data-binary", "x" * 100, f"{base}/echo") == "201"
+
+    spans = wait_kinds(receiver, 9, 0)
+    servers = of_kind(spans, "SERVER", server.pid)
+    assert len(servers) == 9
+    assert len(spans) == 9  # only node is traced
+    assert {s.resource["service.name"] for s in servers} == {"node"}
+    assert {s.resource["process.executable.name"] for s in servers} == {"node"}
+    expected = [("GET", "/users/9", 200)] * 4 + [("GET", "/slow", 200)] * 2
+    expected += [("GET", "/status/404", 404), ("GET", "/status/500", 500), ("POST", "/echo", 201)]
+    for span, (method, path, status) in zip(servers, expected, strict=True):
+        assert_server_span(span, port, method, path, status)
+    assert [s.name for s in servers] == ["GET /users/{id}"] * 4 + ["GET /slow"] * 2 + [
+        "GET /status/{id}",
+        "GET /status/{id}",
+        "POST /echo",
+    ]
+    assert len({s.attributes["client.port"] for s in servers[:4]}) == 1  # keep-alive
+    assert servers[8].attributes["http.request.body.size"] == 100
+    assert servers[8].attributes["http.response.body.size"] == len("100")
+    for span in servers[4:6]:  # setTimeout(20 ms) before the answer
+        assert span.duration_ns >= 20 * MS
+
+
+# ---------------------------------------------------------------- Go crypto/tls
+
+GO_BINARY = "gohttps"  # the service name its spans must carry
+
+
+def build_go_server(directory: Path) -> Path:
+    """BUILD STEP: the Go server, from the distribution's toolchain and standard library only.
+
+    No module download can happen (GO111MODULE=off, GOPROXY=off, GOFLAGS empty); caches live in
+    the test's directory. A failed build fails the test: it is not a reason to skip.
+    """
+    go = require("go")
+    binary = directory / GO_BINARY
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPROXY": "off",
+        "GOFLAGS": "",
+        "CGO_ENABLED": "0",
+        "GOCACHE": str(directory / "gocache"),
+        "GOPATH": str(directory / "gopath"),
+        "HOME": str(directory),
+    }
+    result = subprocess.run(
+        [go, "build", "-o", str(binary), str(APPS / "go_https" / "main.go")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=directory,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"go build failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return binary
+
+
+def test_go_https_server_spans(receiver, cert, start_agent, owned, tmp_path):
+    binary = build_go_server(tmp_path)  # BUILD STEP: fails the test if go build fails
+
+    port = free_port()
+    server = owned(
+        Background([str(binary), str(port), *map(str, cert)], ready_line="ready", cwd=tmp_path)
+    )
+    start_agent(["--pid", str(server.pid)], agent_env(receiver))
+    base = f"https://127.0.0.1:{port}"
+
+    python_client("keepalive", "127.0.0.1", port, "/users/5", 3, "--tls")
+    python_client("keepalive", "127.0.0.1", port, "/slow", 2, "--tls")
+    assert curl_k("--http1.1", f"{base}/status/404") == "404"
+    assert curl_k("--http1.1", f"{base}/status/500") == "500"
+    assert curl_k("--http1.1", "-X", "POST", "--data-binary", "y" * 42, f"{base}/echo") == "201"
+
+    spans = wait_kinds(receiver, 8, 0)
+    servers = of_kind(spans, "SERVER", server.pid)
+    assert len(servers) == 8
+    assert len(spans) == 8  # only the Go server is traced
+    assert {s.resource["service.name"] for s in servers} == {GO_BINARY}
+    expected = [("GET", "/users/5", 200)] * 3 + [("GET", "/slow", 200)] * 2
+    expected += [("GET", "/status/404", 404), ("GET", "/status/500", 500), ("POST", "/echo", 201)]
+    for span, (method, path, status) in zip(servers, expected, strict=True):
+        assert_server_span(span, port, method, path, status)
+    assert [s.name for s in servers] == ["GET /users/{id}"] * 3 + ["GET /slow"] * 2 + [
+        "GET /status/{id}",
+        "GET /status/{id}",
+        "POST /echo",
+    ]
+    assert len({s.attributes["client.port"] for s in servers[:3]}) == 1  # keep-alive
+    assert servers[7].attributes["http.request.body.size"] == 42
+    assert servers[7].attributes["http.response.body.size"] == len("42")
+    for span in servers[3:5]:  # the handler sleeps 20 ms
+        assert span.duration_ns >= 20 * MS
+
+
+# ---------------------------------------------------------------- GnuTLS (gnutls-cli)
+
+
+def gnutls_cli(port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [require("gnutls-cli"), "--insecure", "--port", str(port), "127.0.0.1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def gnutls_request(cli: subprocess.Popen[str], port: int, path: str) -> str:
+    """Send one request (stdin stays open: at EOF gnutls-cli would hang up before the
+    response) and return everything gnutls-cli printed until the server closed."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    cli.stdin.write(request)
+    cli.stdin.flush()
+    output = cli.stdout.read()
+    cli.wait(30)
+    cli.stdin.close()
+    return output
+
+
+def test_gnutls_cli_client_spans(receiver, tls_server, start_agent):
+    _server, port = tls_server
+    agent = start_agent(["--exe", "gnutls-cli"], agent_env(receiver))
+
+    # the first gnutls-cli maps libgnutls after the agent started: it waits, handshake done,
+    # until the agent has hooked the library, then sends its request
+    first = gnutls_cli(port)
+    try:
+        for line in first.stdout:
+            if line.startswith("- Simple Client Mode"):
+                break
+        hooked = wait_for_log(receiver, agent, r"TLS: hooked \S*libgnutls\.so\S* ")
+        assert hooked is not None, f"libgnutls was never hooked:\n{agent.stderr}"
+        output = gnutls_request(first, port, "/users/5")
+    finally:
+        first.kill()
+        first.wait()
+    assert "HTTP/1.1 200" in output
+    # the second finds the library hooked already: its request goes at once
+    second = gnutls_cli(port)
+    try:
+        output = gnutls_request(second, port, "/status/404")
+    finally:
+        second.kill()
+        second.wait()
+    assert "HTTP/1.1 404" in output
+
+    spans = wait_kinds(receiver, 0, 2)
+    clients = of_kind(spans, "CLIENT")
+    assert len(clients) == 2
+    assert len(spans) == 2  # the server is not traced
+    assert [s.resource["process.pid"] for s in clients] == [first.pid, second.pid]
+    assert {s.resource["service.name"] for s in clients} == {"gnutls-cli"}
+    ok, missing = clients
+    assert ok.name == "GET /users/{id}"
+    assert_client_span(ok, f"https://127.0.0.1:{port}/users/5", "GET", 200)
+    assert missing.name == "GET /status/{id}"
+    assert_client_span(missing, f"https://127.0.0.1:{port}/status/404", "GET", 404)
+    assert missing.attributes["error.type"] == "404"
+    for span in clients:
+        assert span.attributes["server.port"] == port
+
+
+# ---------------------------------------------------------------- TLS no hook decrypts
+
+
+def test_tls_through_an_unhooked_library_is_counted_encrypted(
+    receiver, tls_server, start_agent, owned
+):
+    _server, port = tls_server
+    # tlslite-ng implements TLS in Python: no TLS library function carries the plaintext
+    client = owned(
+        Background(
+            [PYTHON, str(APPS / "tlslite_client.py"), "127.0.0.1", str(port), "/users/1", "3"],
+            ready_line="waiting",
+        )
+    )
+    agent = start_agent(["--pid", str(client.pid)], agent_env(receiver))
+
+    assert client.send("go") == "done 200 200 200"
+
+    receiver.wait_for_spans(lambda s: False, timeout=SETTLE_S)
+    assert receiver.spans() == []
+    assert agent.stop() == 0
+    assert "Traceback" not in agent.stderr
+    counts = summary_counts(agent)
+    assert counts["spans"] == 0
+    assert counts.get("encrypted", 0) >= 1, agent.stderr
+    assert re.search(r"(\d+) encrypted", agent.stderr) is not None
+
+
+def test_no_tls_option_leaves_https_encrypted(receiver, tls_server, start_agent):
+    server, port = tls_server
+    agent = start_agent(["--pid", str(server.pid), "--no-tls"], agent_env(receiver))
+
+    python_client("keepalive", "127.0.0.1", port, "/users/2", 3, "--tls")
+
+    receiver.wait_for_spans(lambda s: False, timeout=SETTLE_S)
+    assert receiver.spans() == []
+    assert agent.stop() == 0
+    assert "TLS: hooked" not in agent.stderr
+    counts = summary_counts(agent)
+    assert counts["spans"] == 0
+    assert counts.get("encrypted", 0) >= 1, agent.stderr
