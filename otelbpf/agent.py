@@ -111,6 +111,8 @@ class Agent:
                 probes.allow_pid(pid)
             targets = self._seed_targets(initial_pids)
             seeded = sum(self._seeder.seed(pid) for pid in targets)
+            if config.tls:
+                self.tls.hook_system_libraries()
             for pid in targets:
                 self.tls.scan(pid)
             self.tracing_started_at = time.monotonic()
@@ -245,9 +247,9 @@ class Agent:
                 traced = True
                 log.debug("exec of %s (pid %d) matches --exe", notice.filename, notice.pid)
             if traced:
-                # the dynamic loader maps the program's libraries right after exec; what it
-                # maps once the pid is allowed comes as MMAP_EXEC notices
-                self.tls.schedule(notice.pid, 0.05)
+                # the program itself now (OpenSSL linked in, Go); the libraries the dynamic
+                # loader maps next come as MMAP_EXEC notices, or are hooked already
+                self.tls.scan(notice.pid)
         elif notice.kind is EventType.MMAP_EXEC:
             self.tls.schedule(notice.pid)
         elif notice.kind is EventType.FORK:

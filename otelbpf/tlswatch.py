@@ -16,11 +16,24 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from otelbpf.tlslibs import TlsLibrary, libraries_of
+from otelbpf.tlslibs import TlsLibrary, inspect_file, libraries_of
 
 log = logging.getLogger(__name__)
 
 STATUS_PATH = Path("/run/otelbpf/status.json")
+# Where the distribution keeps shared TLS libraries: hooked at start-up, before any traced
+# process maps them, so a short-lived client that starts later is covered from its first call.
+SYSTEM_LIBRARY_DIRS = (
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+)
+SYSTEM_LIBRARY_PATTERNS = ("libssl.so*", "libgnutls.so*")
 
 
 class TlsWatcher:
@@ -63,6 +76,30 @@ class TlsWatcher:
             if self._attach is not None:
                 self._attach(library, pid)
         return found
+
+    def hook_system_libraries(self) -> int:
+        """Hook the TLS libraries installed on the host; returns how many files."""
+        hooked = 0
+        for directory in SYSTEM_LIBRARY_DIRS:
+            for pattern in SYSTEM_LIBRARY_PATTERNS:
+                for path in Path(directory).glob(pattern):
+                    try:
+                        real = path.resolve(strict=True)
+                        stat = real.stat()
+                    except OSError:
+                        continue
+                    file_id = (stat.st_dev, stat.st_ino)
+                    if file_id in self.libraries:
+                        continue
+                    library = inspect_file(str(real), file_id)
+                    if library is None:
+                        continue
+                    self.libraries[file_id] = library
+                    self._status_dirty = True
+                    if self._attach is not None:
+                        self._attach(library, 0)
+                    hooked += 1
+        return hooked
 
     def count_unhooked(self, pid: int) -> None:
         self.unhooked_tls[pid] += 1

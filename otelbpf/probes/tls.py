@@ -30,9 +30,10 @@ class TlsHooks:
     def attach(self, library: TlsLibrary, pid: int) -> AttachedLibrary:
         known = self.attached.get(library.file_id)
         if known is not None:
-            known.pids.add(pid)
+            if pid:
+                known.pids.add(pid)
             return known
-        state = AttachedLibrary(library, pids={pid})
+        state = AttachedLibrary(library, pids={pid} if pid else set())
         path = library.path.encode()
         for hook in library.hooks:
             symbol = hook.symbol.encode()
@@ -49,12 +50,12 @@ class TlsHooks:
                 state.errors.append(f"{hook.symbol}+{hook.offset}: {error}")
         self.attached[library.file_id] = state
         log.info(
-            "TLS: hooked %s (%s%s) with %d uprobes for pid %d%s",
+            "TLS: hooked %s (%s%s) with %d uprobes%s%s",
             library.path,
             library.stack.value,
             f", {library.detail}" if library.detail else "",
             state.hooks,
-            pid,
+            f" for pid {pid}" if pid else "",
             f"; {len(state.errors)} failed: {state.errors[0]}" if state.errors else "",
         )
         return state

@@ -175,13 +175,13 @@ def curl_k(*args: str) -> str:
 def test_python_https_server_and_client_spans(receiver, tls_server, start_agent):
     server, port = tls_server
     # --port: the server (listening before the agent) and every client of the port
-    start_agent(["--port", str(port)], agent_env(receiver))
+    agent = start_agent(["--port", str(port)], agent_env(receiver))
 
     python_client("keepalive", "127.0.0.1", port, "/users/7?token=secret", 5, "--tls")
 
     spans = wait_kinds(receiver, 5, 5)
     servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
-    assert len(servers) == 5 and len(clients) == 5
+    assert len(servers) == 5 and len(clients) == 5, agent.stderr
     for span in servers:
         assert span.name == "GET /users/{id}"
         assert_server_span(span, port, "GET", "/users/7", 200)
@@ -204,7 +204,7 @@ def test_python_https_server_and_client_spans(receiver, tls_server, start_agent)
 
 def test_python_https_statuses_and_handler_duration(receiver, tls_server, start_agent):
     server, port = tls_server
-    start_agent(["--port", str(port)], agent_env(receiver))
+    agent = start_agent(["--port", str(port)], agent_env(receiver))
 
     python_client("keepalive", "127.0.0.1", port, "/slow", 2, "--tls")
     python_client("keepalive", "127.0.0.1", port, "/status/404", 1, "--tls")
@@ -212,7 +212,7 @@ def test_python_https_statuses_and_handler_duration(receiver, tls_server, start_
 
     spans = wait_kinds(receiver, 4, 4)
     servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
-    assert len(servers) == 4 and len(clients) == 4
+    assert len(servers) == 4 and len(clients) == 4, agent.stderr
     assert [s.attributes["url.path"] for s in servers] == [
         "/slow",
         "/slow",
@@ -261,7 +261,7 @@ def test_python_client_that_loads_libssl_after_the_agent_started(
 
     spans = wait_kinds(receiver, 0, 3)
     clients = of_kind(spans, "CLIENT", client.pid)
-    assert len(clients) == 3
+    assert len(clients) == 3, agent.stderr
     assert len(spans) == 3  # the server is not traced
     for span in clients:
         assert span.name == "GET /users/{id}"
@@ -320,7 +320,7 @@ def tls_nginx(tmp_path: Path, cert: tuple[Path, Path]) -> Iterator[TlsNginx]:
 def test_nginx_https_server_and_curl_client_spans(receiver, tls_nginx, start_agent):
     tls_nginx.start()
     require("curl")
-    start_agent(["--pid", str(tls_nginx.master_pid), "--exe", "curl"], agent_env(receiver))
+    agent = start_agent(["--pid", str(tls_nginx.master_pid), "--exe", "curl"], agent_env(receiver))
     base = f"https://127.0.0.1:{tls_nginx.port}"
 
     assert curl_k(f"{base}/index.html") == "200"
@@ -331,7 +331,7 @@ def test_nginx_https_server_and_curl_client_spans(receiver, tls_nginx, start_age
 
     spans = wait_kinds(receiver, 5, 5)
     servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
-    assert len(servers) == 5 and len(clients) == 5
+    assert len(servers) == 5 and len(clients) == 5, agent.stderr
 
     assert {s.resource["process.pid"] for s in servers} <= set(tls_nginx.worker_pids())
     assert {s.resource["service.name"] for s in servers} == {"nginx"}
@@ -372,7 +372,7 @@ def test_node_https_server_spans(receiver, cert, start_agent, owned):
             [node, str(APPS / "https_server.js"), str(port), *map(str, cert)], ready_line="ready"
         )
     )
-    start_agent(["--pid", str(server.pid)], agent_env(receiver))
+    agent = start_agent(["--pid", str(server.pid)], agent_env(receiver))
     base = f"https://127.0.0.1:{port}"
 
     python_client("keepalive", "127.0.0.1", port, "/users/9", 4, "--tls")
@@ -383,7 +383,7 @@ def test_node_https_server_spans(receiver, cert, start_agent, owned):
 
     spans = wait_kinds(receiver, 9, 0)
     servers = of_kind(spans, "SERVER", server.pid)
-    assert len(servers) == 9
+    assert len(servers) == 9, agent.stderr
     assert len(spans) == 9  # only node is traced
     assert {s.resource["service.name"] for s in servers} == {"node"}
     assert {s.resource["process.executable.name"] for s in servers} == {"node"}
@@ -447,7 +447,7 @@ def test_go_https_server_spans(receiver, cert, start_agent, owned, tmp_path):
     server = owned(
         Background([str(binary), str(port), *map(str, cert)], ready_line="ready", cwd=tmp_path)
     )
-    start_agent(["--pid", str(server.pid)], agent_env(receiver))
+    agent = start_agent(["--pid", str(server.pid)], agent_env(receiver))
     base = f"https://127.0.0.1:{port}"
 
     python_client("keepalive", "127.0.0.1", port, "/users/5", 3, "--tls")
@@ -458,7 +458,7 @@ def test_go_https_server_spans(receiver, cert, start_agent, owned, tmp_path):
 
     spans = wait_kinds(receiver, 8, 0)
     servers = of_kind(spans, "SERVER", server.pid)
-    assert len(servers) == 8
+    assert len(servers) == 8, agent.stderr
     assert len(spans) == 8  # only the Go server is traced
     assert {s.resource["service.name"] for s in servers} == {GO_BINARY}
     expected = [("GET", "/users/5", 200)] * 3 + [("GET", "/slow", 200)] * 2
@@ -531,7 +531,7 @@ def test_gnutls_cli_client_spans(receiver, tls_server, start_agent):
 
     spans = wait_kinds(receiver, 0, 2)
     clients = of_kind(spans, "CLIENT")
-    assert len(clients) == 2
+    assert len(clients) == 2, agent.stderr
     assert len(spans) == 2  # the server is not traced
     assert [s.resource["process.pid"] for s in clients] == [first.pid, second.pid]
     assert {s.resource["service.name"] for s in clients} == {"gnutls-cli"}
