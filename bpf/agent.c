@@ -39,6 +39,7 @@
 #define SOCK_STREAM_TYPE 1
 #define EINPROGRESS_ERR 115
 #define MAX_IOVECS 4
+#define H2_MAX_IOVECS 64
 
 /* Syscall tracepoint records have a stable layout: 8 bytes of common fields, the syscall
  * number, then each argument (or the return value) in an 8-byte slot. */
@@ -106,6 +107,16 @@ struct socket_args {
     __u64 type;
 };
 BPF_HASH(pending_socket, __u64, struct socket_args, 4096);
+
+/* HTTP/2: events are built in a per-CPU buffer (too big for the stack), with slack after the
+ * data so a variable-offset copy can be proven in bounds; user space marks connections found
+ * to speak HTTP/2 without their preface (opened before tracing began). */
+struct h2_chunk_buffer {
+    struct h2_chunk_event ev;
+    __u8 _slack[H2_CHUNK_SIZE];
+};
+BPF_PERCPU_ARRAY(h2_scratch, struct h2_chunk_buffer, 1);
+BPF_HASH(h2_marks, __u64, __u8, 4096);
 
 /* TLS: which socket each library session writes to, and which call is in progress. */
 struct tls_session_key {
@@ -300,6 +311,71 @@ static __always_inline void append_iovec(struct conn_state *conn, int to_request
     }
 }
 
+/* One syscall's data on an HTTP/2 connection, as one event (bytes beyond H2_CHUNK_SIZE are
+ * counted in total_len, not copied). */
+static __always_inline void emit_h2_chunk(struct conn_state *conn, const struct io_args *io,
+                                          __u64 bytes, __u64 pid_tgid, __u32 flags) {
+    __u32 zero = 0;
+    struct h2_chunk_buffer *chunk = h2_scratch.lookup(&zero);
+    if (!chunk)
+        return;
+    chunk->ev.type = EVENT_H2_CHUNK;
+    chunk->ev.flags = (conn->ev.flags & EXCHANGE_F_TLS) | flags;
+    chunk->ev.pid = conn->ev.pid;
+    chunk->ev.tid = (__u32)pid_tgid;
+    chunk->ev.fd = conn->ev.fd;
+    chunk->ev.role = conn->ev.role;
+    chunk->ev.dir = io ? io->dir : 0;
+    chunk->ev.conn_id = conn->ev.conn_id;
+    chunk->ev.ts_ns = bpf_ktime_get_ns();
+    chunk->ev.total_len = bytes;
+    chunk->ev.copied_len = 0;
+    chunk->ev.local = conn->ev.local;
+    chunk->ev.peer = conn->ev.peer;
+    if (io && io->kind == IO_FLAT) {
+        APPEND_HEAD(chunk->ev.data, chunk->ev.copied_len, H2_CHUNK_SIZE, io->buf, bytes);
+    } else if (io && (io->kind == IO_IOVEC || io->kind == IO_MSG)) {
+        const struct iovec *iov = (const struct iovec *)io->buf;
+        __u64 iovcnt = io->iovcnt;
+        if (io->kind == IO_MSG) {
+            struct user_msghdr msg = {};
+            if (bpf_probe_read_user(&msg, sizeof(msg), io->buf))
+                return;
+            iov = msg.msg_iov;
+            iovcnt = msg.msg_iovlen;
+        }
+        __u64 left = bytes;
+        /* gRPC writes a frame per slice: many iovecs. A bounded loop, not unrolled. */
+        for (int i = 0; i < H2_MAX_IOVECS; i++) {
+            if (i >= iovcnt || left == 0 || chunk->ev.copied_len >= H2_CHUNK_SIZE)
+                break;
+            struct iovec vec = {};
+            if (bpf_probe_read_user(&vec, sizeof(vec), &iov[i]))
+                break;
+            __u64 piece = vec.iov_len < left ? vec.iov_len : left;
+            APPEND_HEAD(chunk->ev.data, chunk->ev.copied_len, H2_CHUNK_SIZE, vec.iov_base, piece);
+            left -= piece;
+        }
+    }
+    __u64 size = __builtin_offsetof(struct h2_chunk_event, data) + chunk->ev.copied_len;
+    /* a bound the verifier keeps through the helper call (it loses the one on copied_len) */
+    asm volatile("%0 &= 0x7fff" : "+r"(size));
+    if (size > sizeof(chunk->ev))
+        size = sizeof(chunk->ev);
+    emit(&chunk->ev, size);
+}
+
+/* Is this connection HTTP/2? The client preface opens it ("PRI * HTTP/2.0"), or user space
+ * recognised its frames on a connection older than the agent and marked it. */
+static __always_inline int becomes_h2(struct conn_state *conn, __u64 key) {
+    if (h2_marks.lookup(&key)) {
+        h2_marks.delete(&key);
+        return 1;
+    }
+    return conn->ev.request_len >= 4 && conn->ev.request[0] == 'P' &&
+           conn->ev.request[1] == 'R' && conn->ev.request[2] == 'I' && conn->ev.request[3] == ' ';
+}
+
 /* Data moved on a tracked connection: pair it into the exchange in progress. */
 static __always_inline void on_data(struct conn_state *conn, const struct io_args *io,
                                     __u64 bytes, __u64 pid_tgid) {
@@ -309,8 +385,13 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
         conn->ev.role = io->dir == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
         conn->ev.flags |= EXCHANGE_F_ROLE_INFERRED;
     }
+    if (conn->h2) {
+        emit_h2_chunk(conn, io, bytes, pid_tgid, 0);
+        return;
+    }
     int is_request = (conn->ev.role == ROLE_SERVER) == (io->dir == DIR_INGRESS);
     __u64 now = bpf_ktime_get_ns();
+    int starts_exchange = is_request && conn->phase != PHASE_REQUEST;
 
     if (is_request) {
         if (conn->phase == PHASE_RESPONSE)
@@ -340,6 +421,12 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
         struct user_msghdr msg = {};
         if (bpf_probe_read_user(&msg, sizeof(msg), io->buf) == 0)
             append_iovec(conn, is_request, msg.msg_iov, msg.msg_iovlen, bytes);
+    }
+
+    if (starts_exchange && becomes_h2(conn, conn_key_of(conn->ev.pid, conn->ev.fd))) {
+        conn->h2 = 1;
+        drop_exchange(conn);
+        emit_h2_chunk(conn, io, bytes, pid_tgid, 0);
     }
 }
 
@@ -527,7 +614,9 @@ static __always_inline int close_enter(__u64 fd) {
     __u64 key = conn_key_of(tgid, fd);
     struct conn_state *conn = conns.lookup(&key);
     if (conn) {
-        if (conn->phase != PHASE_IDLE)
+        if (conn->h2)
+            emit_h2_chunk(conn, NULL, 0, pid_tgid, CHUNK_F_CLOSED);
+        else if (conn->phase != PHASE_IDLE)
             finish_exchange(conn, EXCHANGE_F_CLOSED);
         conns.delete(&key);
     }

@@ -16,6 +16,11 @@
 #define RESPONSE_HEAD_SIZE 512
 #endif
 #define HEAD_SLACK (REQUEST_HEAD_SIZE > RESPONSE_HEAD_SIZE ? REQUEST_HEAD_SIZE : RESPONSE_HEAD_SIZE)
+/* Bytes of one syscall's data copied for an HTTP/2 connection (frames beyond it are counted
+ * by length only: the user-space frame parser skips DATA payloads it was not given). */
+#ifndef H2_CHUNK_SIZE
+#define H2_CHUNK_SIZE 8192
+#endif
 
 #define TASK_COMM_LEN 16
 #define EXEC_FILENAME_SIZE 256
@@ -27,6 +32,7 @@ enum event_type {
     EVENT_FORK = 3,     /* struct process_event: a traced process forked a child */
     EVENT_EXIT = 4,     /* struct process_event: a traced process's main thread exited */
     EVENT_MMAP_EXEC = 5, /* struct process_event: a traced process mapped a file executable */
+    EVENT_H2_CHUNK = 6,  /* struct h2_chunk_event: bytes of an HTTP/2 connection, in order */
 };
 
 enum conn_role {
@@ -48,6 +54,7 @@ enum exchange_phase {
 #define EXCHANGE_F_IDLE 0x8          /* flushed by the idle sweep */
 #define EXCHANGE_F_SEEDED 0x10       /* connection was opened before tracing began */
 #define EXCHANGE_F_TLS 0x20          /* plaintext from a TLS library hook, not the socket */
+#define CHUNK_F_CLOSED 0x40          /* h2_chunk_event: the connection closed (no data) */
 
 /* Kernel-side counters: a per-CPU array indexed by these, summed in user space. */
 enum counter_index {
@@ -95,8 +102,29 @@ struct conn_state {
     struct exchange_event ev;
     __u8 phase;
     __u8 tls; /* 1: a TLS library hook owns this connection's data; the socket sees ciphertext */
-    __u8 _pad[6];
+    __u8 h2;  /* 1: HTTP/2: every chunk goes to user space in order, no pairing here */
+    __u8 _pad[5];
     __u8 _slack[HEAD_SLACK];
+};
+
+/* HTTP/2 is multiplexed: pairing by change of direction does not fit it, so its bytes go to
+ * user space in order, one event per syscall, with only the copied bytes sent. */
+struct h2_chunk_event {
+    __u32 type;
+    __u32 flags; /* EXCHANGE_F_TLS, CHUNK_F_CLOSED */
+    __u32 pid;
+    __u32 tid;
+    __u32 fd;
+    __u8 role;
+    __u8 dir; /* 0: the process wrote these bytes, 1: it read them */
+    __u8 _pad0[2];
+    __u64 conn_id;
+    __u64 ts_ns; /* CLOCK_MONOTONIC at the syscall's exit */
+    __u32 total_len;  /* bytes the syscall moved */
+    __u32 copied_len; /* bytes in data[] (the record ends there) */
+    struct endpoint local;
+    struct endpoint peer;
+    __u8 data[H2_CHUNK_SIZE];
 };
 
 struct process_event {

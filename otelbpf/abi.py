@@ -29,6 +29,7 @@ class EventType(enum.IntEnum):
     FORK = 3
     EXIT = 4
     MMAP_EXEC = 5
+    H2_CHUNK = 6
 
 
 class Role(enum.IntEnum):
@@ -50,6 +51,7 @@ class ExchangeFlag(enum.IntFlag):
     IDLE = 0x8
     SEEDED = 0x10
     TLS = 0x20
+    CHUNK_CLOSED = 0x40  # h2 chunk events only: the connection closed
 
 
 class Counter(enum.IntEnum):
@@ -88,6 +90,30 @@ class ProcessEvent(ctypes.Structure):
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("filename", ctypes.c_char * EXEC_FILENAME_SIZE),
     ]
+
+
+class H2ChunkHeader(ctypes.Structure):
+    """struct h2_chunk_event up to its data[]: the record holds copied_len bytes after it."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("fd", ctypes.c_uint32),
+        ("role", ctypes.c_uint8),
+        ("dir", ctypes.c_uint8),
+        ("_pad0", ctypes.c_uint8 * 2),
+        ("conn_id", ctypes.c_uint64),
+        ("ts_ns", ctypes.c_uint64),
+        ("total_len", ctypes.c_uint32),
+        ("copied_len", ctypes.c_uint32),
+        ("local", Endpoint),
+        ("peer", Endpoint),
+    ]
+
+
+H2_CHUNK_SIZE = 8192
 
 
 class FlushRequest(ctypes.Structure):
@@ -146,7 +172,8 @@ class AbiLayout:
             ("ev", self.exchange_event),
             ("phase", ctypes.c_uint8),
             ("tls", ctypes.c_uint8),
-            ("_pad", ctypes.c_uint8 * 6),
+            ("h2", ctypes.c_uint8),
+            ("_pad", ctypes.c_uint8 * 5),
             ("_slack", ctypes.c_uint8 * slack),
         ]
         return type("ConnState", (ctypes.Structure,), {"_fields_": fields})

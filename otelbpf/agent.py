@@ -23,16 +23,18 @@ from otelbpf import preflight
 from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Phase
 from otelbpf.clock import MonotonicToWall
 from otelbpf.connections import ExistingConnections, OwnTraffic
-from otelbpf.decode import Decoder, ProcessNotice
+from otelbpf.decode import Decoder, H2Chunk, ProcessNotice
 from otelbpf.exchange import Exchange, Protocol
 from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter
 from otelbpf.export.http_spans import SpanOptions, http_span
+from otelbpf.export.stream_spans import grpc_span, http2_span, is_grpc
 from otelbpf.export.telemetry import Telemetry
 from otelbpf.protocols.classify import classify, is_tls_handshake
 from otelbpf.resources import ResourceDetector
 from otelbpf.selection import ProcessSelector, Selectors
 from otelbpf.stats import AgentStats
+from otelbpf.streams import Finished, Http2Streams
 from otelbpf.tlswatch import TlsWatcher
 
 log = logging.getLogger("otelbpf")
@@ -102,6 +104,7 @@ class Agent:
         self._selector = selector
         self._span_options = SpanOptions(keep_query_values=config.keep_query_values)
         self.tls = TlsWatcher(probes.tls.attach if config.tls else None)
+        self.h2 = Http2Streams(probes.mark_h2)
         probes.open_events(self._records.append)
         try:
             probes.attach()
@@ -199,7 +202,9 @@ class Agent:
         records, self._records[:] = list(self._records), []
         for record in records:
             item = decoder.decode(record)
-            if isinstance(item, Exchange):
+            if isinstance(item, H2Chunk):
+                self._on_streams(self.h2.on_chunk(item))
+            elif isinstance(item, Exchange):
                 self._on_exchange(item)
             elif isinstance(item, ProcessNotice):
                 self._on_process(item)
@@ -234,7 +239,21 @@ class Agent:
                     exchange.comm,
                 )
         else:
-            stats.skipped("unparsed")
+            streams = self.h2.adopt(exchange)
+            if streams is None:
+                stats.skipped("unparsed")
+            else:
+                stats.skipped("http2_joined")  # its streams are counted as spans
+                self._on_streams(streams)
+
+    def _on_streams(self, streams: Finished) -> None:
+        for stream, conn in streams:
+            if is_grpc(stream):
+                span = grpc_span(stream, conn)
+            else:
+                span = http2_span(stream, conn, self._span_options)
+            self.telemetry.record(conn.pid, conn.comm, span)
+            self.stats.spans += 1
 
     def _on_process(self, notice: ProcessNotice) -> None:
         probes = self.probes

@@ -12,11 +12,39 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from otelbpf.abi import AbiLayout, Endpoint, EventType, ExchangeFlag, ProcessEvent, Role
+from otelbpf.abi import (
+    AbiLayout,
+    Endpoint,
+    EventType,
+    ExchangeFlag,
+    H2ChunkHeader,
+    ProcessEvent,
+    Role,
+)
 from otelbpf.clock import MonotonicToWall
 from otelbpf.exchange import Exchange, SocketAddress
 
 _TYPE = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class H2Chunk:
+    """Bytes one syscall moved on an HTTP/2 connection (copied up to the chunk size)."""
+
+    pid: int
+    tid: int
+    fd: int
+    conn_id: int
+    role: Role
+    to_server: bool  # direction on the wire: client -> server
+    ts_ns: int  # wall clock
+    total_len: int
+    data: bytes
+    tls: bool
+    closed: bool
+    local: SocketAddress | None
+    peer: SocketAddress | None
+    comm: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +70,7 @@ class Decoder:
         self._exchange_type = layout.exchange_event
         self._exchange_size = ctypes.sizeof(self._exchange_type)
         self._process_size = ctypes.sizeof(ProcessEvent)
+        self._chunk_header_size = ctypes.sizeof(H2ChunkHeader)
         self._clock = clock
 
     def decode(self, record: bytes) -> Exchange | ProcessNotice | None:
@@ -53,6 +82,10 @@ class Decoder:
             if len(record) < self._exchange_size:
                 return None
             return self._exchange(self._exchange_type.from_buffer_copy(record))
+        if kind == EventType.H2_CHUNK:
+            if len(record) < self._chunk_header_size:
+                return None
+            return self._h2_chunk(H2ChunkHeader.from_buffer_copy(record), record)
         if kind in (EventType.EXEC, EventType.FORK, EventType.EXIT, EventType.MMAP_EXEC):
             if len(record) < self._process_size:
                 return None
@@ -65,6 +98,28 @@ class Decoder:
                 event.filename.decode(errors="replace"),
             )
         return None
+
+    def _h2_chunk(self, header: H2ChunkHeader, record: bytes) -> H2Chunk:
+        start = self._chunk_header_size
+        data = record[start : start + header.copied_len]
+        role = Role(header.role)
+        # the process read these bytes (dir 1) or wrote them (dir 0)
+        to_server = (header.dir == 1) == (role == Role.SERVER)
+        return H2Chunk(
+            pid=header.pid,
+            tid=header.tid,
+            fd=header.fd,
+            conn_id=header.conn_id,
+            role=role,
+            to_server=to_server,
+            ts_ns=self._clock.to_wall(header.ts_ns),
+            total_len=header.total_len,
+            data=data,
+            tls=bool(header.flags & ExchangeFlag.TLS),
+            closed=bool(header.flags & ExchangeFlag.CHUNK_CLOSED),
+            local=endpoint_address(header.local),
+            peer=endpoint_address(header.peer),
+        )
 
     def _exchange(self, event: object) -> Exchange:
         to_wall = self._clock.to_wall

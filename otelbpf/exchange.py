@@ -15,6 +15,7 @@ from otelbpf.protocols.http1 import RequestHead, ResponseHead
 
 class Protocol(enum.Enum):
     HTTP1 = "http/1"
+    HTTP2 = "http/2"
     TLS = "tls"  # ciphertext seen at the socket: no TLS library hook covered it
     UNKNOWN = "unknown"
 
@@ -45,6 +46,9 @@ class Exchange:
     protocol: Protocol | None = None
     http_request: RequestHead | None = None
     http_response: ResponseHead | None = None
+    # exact body sizes when the protocol counts them (HTTP/2 DATA frames)
+    request_body_size: int | None = None
+    response_body_size: int | None = None
 
     @property
     def duration_ns(self) -> int:

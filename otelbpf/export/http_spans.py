@@ -57,6 +57,7 @@ class SpanRecord:
     is_error: bool
     traceparent: str | None  # the request's W3C trace context, to continue its trace
     metric_attributes: dict[str, AttributeValue]
+    duration_metric: str = "http"  # which duration histogram: "http" or "rpc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class SpanOptions:
     keep_query_values: bool = False  # credentials often ride in query strings
 
 
-def _split_host(host: str | None) -> tuple[str | None, int | None]:
+def split_host(host: str | None) -> tuple[str | None, int | None]:
     """'example.com:8080' -> ('example.com', 8080); '[::1]:80' -> ('::1', 80)."""
     if not host:
         return None, None
@@ -109,7 +110,7 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     path, query = split_target(request.target)
     route = route_of(path)
     status = response.status_code if response is not None else None
-    host_name, host_port = _split_host(request.host)
+    host_name, host_port = split_host(request.host)
     attributes[NETWORK_PROTOCOL_VERSION] = request.version
     if status is not None:
         attributes[HTTP_RESPONSE_STATUS_CODE] = status
@@ -136,9 +137,11 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         if request_body is not None:
             attributes[HTTP_REQUEST_BODY_SIZE] = request_body
         if response is not None:
-            response_body = _body_size(
-                exchange.response_bytes, exchange.response_head, response.content_length
-            )
+            response_body = exchange.response_body_size
+            if response_body is None:
+                response_body = _body_size(
+                    exchange.response_bytes, exchange.response_head, response.content_length
+                )
             if response_body is not None:
                 attributes[HTTP_RESPONSE_BODY_SIZE] = response_body
         is_error = status is not None and status >= 500

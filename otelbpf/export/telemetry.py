@@ -25,6 +25,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExporter, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.semconv._incubating.metrics.rpc_metrics import (
+    RPC_CLIENT_CALL_DURATION,
+    RPC_SERVER_CALL_DURATION,
+)
 from opentelemetry.semconv.metrics.http_metrics import (
     HTTP_CLIENT_REQUEST_DURATION,
     HTTP_SERVER_REQUEST_DURATION,
@@ -41,6 +45,14 @@ INSTRUMENTATION_SCOPE = "otelbpf"
 # The HTTP semantic conventions' advised bucket boundaries for request durations, in seconds.
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 DEFAULT_EXPORT_INTERVAL_MS = 60000
+# The duration histograms, named per the semantic conventions of the package the project uses
+# (RPC: rpc.{server,client}.call.duration in seconds, which replaced rpc.*.duration in ms).
+DURATION_HISTOGRAMS = {
+    ("http", SpanKind.SERVER): (HTTP_SERVER_REQUEST_DURATION, "Duration of HTTP server requests."),
+    ("http", SpanKind.CLIENT): (HTTP_CLIENT_REQUEST_DURATION, "Duration of HTTP client requests."),
+    ("rpc", SpanKind.SERVER): (RPC_SERVER_CALL_DURATION, "Duration of incoming RPCs."),
+    ("rpc", SpanKind.CLIENT): (RPC_CLIENT_CALL_DURATION, "Duration of outgoing RPCs."),
+}
 _propagator = TraceContextTextMapPropagator()
 
 
@@ -55,25 +67,20 @@ class ProcessTelemetry:
         self.tracer_provider.add_span_processor(span_processor)
         self.tracer = self.tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
         self.reader = reader
-        self.server_duration: Histogram | None = None
-        self.client_duration: Histogram | None = None
+        # (duration metric family, span kind) -> histogram
+        self.durations: dict[tuple[str, SpanKind], Histogram] = {}
         if reader is not None:
             meter_provider = MeterProvider(
                 resource=resource, metric_readers=[reader], shutdown_on_exit=False
             )
             meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-            self.server_duration = meter.create_histogram(
-                HTTP_SERVER_REQUEST_DURATION,
-                unit="s",
-                description="Duration of HTTP server requests.",
-                explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
-            )
-            self.client_duration = meter.create_histogram(
-                HTTP_CLIENT_REQUEST_DURATION,
-                unit="s",
-                description="Duration of HTTP client requests.",
-                explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
-            )
+            for (family, kind), (name, description) in DURATION_HISTOGRAMS.items():
+                self.durations[family, kind] = meter.create_histogram(
+                    name,
+                    unit="s",
+                    description=description,
+                    explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+                )
 
     def record(self, span: SpanRecord) -> None:
         context = None
@@ -89,7 +96,7 @@ class ProcessTelemetry:
         if span.is_error:
             sdk_span.set_status(Status(StatusCode.ERROR))
         sdk_span.end(end_time=span.end_ns)
-        histogram = self.server_duration if span.kind is SpanKind.SERVER else self.client_duration
+        histogram = self.durations.get((span.duration_metric, span.kind))
         if histogram is not None:
             histogram.record((span.end_ns - span.start_ns) / 1e9, span.metric_attributes)
 

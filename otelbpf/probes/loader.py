@@ -264,6 +264,10 @@ class SocketProbes:
         args.nr = nr
         table[table.Key(conn_key(pid, tid))] = args
 
+    def mark_h2(self, pid: int, fd: int) -> None:
+        """This connection speaks HTTP/2 (found by its frames): send its bytes as chunks."""
+        self.bpf["h2_marks"][ctypes.c_uint64(conn_key(pid, fd))] = ctypes.c_uint8(1)
+
     # -------------------------------------------------------------- counters and sweep
 
     def counters(self) -> dict[Counter, int]:

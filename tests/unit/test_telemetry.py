@@ -400,7 +400,7 @@ def test_no_metric_exporter_means_no_pump_and_no_meter_provider() -> None:
     assert telemetry.pump is None
     assert telemetry.meter_provider(Resource({})) is None
     process = telemetry.process(101, "checkout")
-    assert (process.reader, process.server_duration, process.client_duration) == (None, None, None)
+    assert (process.reader, process.durations) == (None, {})
 
 
 def test_forget_keeps_last_points_for_exactly_one_more_export(receiver: OtlpReceiver) -> None:

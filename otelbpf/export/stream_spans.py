@@ -1,0 +1,175 @@
+"""Span building for HTTP/2 streams: gRPC calls by the RPC conventions, the rest as HTTP.
+
+A finished stream from the HTTP/2 tracker becomes a SpanRecord. gRPC (content-type
+application/grpc): rpc.system grpc, rpc.service, rpc.method, rpc.grpc.status_code from the
+trailers (or a trailers-only response), name "service/method". Plain HTTP/2 reuses the HTTP/1
+builder with network.protocol.version "2". Attribute names come from the semantic-conventions
+package (the RPC ones are still incubating there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
+    RPC_GRPC_STATUS_CODE,
+    RPC_METHOD,
+    RPC_SERVICE,
+    RPC_SYSTEM,
+)
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.trace import SpanKind
+
+from otelbpf.abi import ExchangeFlag, Role
+from otelbpf.exchange import Exchange, Protocol, SocketAddress
+from otelbpf.export.http_spans import (
+    AttributeValue,
+    SpanOptions,
+    SpanRecord,
+    http_span,
+    split_host,
+)
+from otelbpf.protocols.http1 import RequestHead, ResponseHead
+from otelbpf.protocols.http2 import UNKNOWN_HEADER, Stream
+
+# An attribute of our own: the stream's headers referenced an HPACK table the agent never saw
+# (it joined the connection mid-way), so some of what a span would say is not known.
+HEADERS_INCOMPLETE = "otelbpf.http2.headers_incomplete"
+GRPC = "grpc"
+GRPC_OK = 0
+GRPC_STATUS_UNKNOWN = 2
+# The conventions' gRPC server rule: these codes mean the server failed; others are the
+# caller's (and ERROR on the client side, where any non-OK code is an error).
+GRPC_SERVER_ERRORS = frozenset((2, 4, 12, 13, 14, 15))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConnection:
+    """What the connection tells about every stream on it."""
+
+    pid: int
+    tid: int
+    fd: int
+    conn_id: int
+    role: Role
+    tls: bool
+    local: SocketAddress | None
+    peer: SocketAddress | None
+    comm: str = ""
+
+
+def is_grpc(stream: Stream) -> bool:
+    content_type = stream.header("content-type") or stream.header("content-type", "response")
+    return bool(content_type and content_type.startswith("application/grpc"))
+
+
+def _grpc_status(stream: Stream) -> int | None:
+    for which in ("trailers", "response"):
+        value = stream.header("grpc-status", which)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+def grpc_span(stream: Stream, conn: StreamConnection) -> SpanRecord:
+    path = stream.header(":path")
+    service, method = None, None
+    if path and path.startswith("/") and path.count("/") == 2:
+        service, method = path[1:].split("/")
+    status = _grpc_status(stream)
+    kind = SpanKind.SERVER if conn.role == Role.SERVER else SpanKind.CLIENT
+    attributes: dict[str, AttributeValue] = {RPC_SYSTEM: GRPC, NETWORK_PROTOCOL_VERSION: "2"}
+    if service:
+        attributes[RPC_SERVICE] = service
+        attributes[RPC_METHOD] = method or ""
+    if status is not None:
+        attributes[RPC_GRPC_STATUS_CODE] = status
+    host, host_port = split_host(stream.header(":authority"))
+    if kind is SpanKind.SERVER:
+        server_address = host or (conn.local.address if conn.local else None)
+        server_port = host_port or (conn.local.port if conn.local and conn.local.port else None)
+        if conn.peer is not None:
+            attributes[CLIENT_ADDRESS] = conn.peer.address
+            attributes[CLIENT_PORT] = conn.peer.port
+        is_error = status is None or status in GRPC_SERVER_ERRORS
+    else:
+        server_address = host or (conn.peer.address if conn.peer else None)
+        server_port = conn.peer.port if conn.peer else host_port
+        is_error = status != GRPC_OK
+    if server_address:
+        attributes[SERVER_ADDRESS] = server_address
+    if server_port:
+        attributes[SERVER_PORT] = server_port
+    if is_error:
+        attributes[ERROR_TYPE] = str(status) if status is not None else "reset"
+    if stream.partial:
+        attributes[HEADERS_INCOMPLETE] = True
+    metric_attributes: dict[str, AttributeValue] = {RPC_SYSTEM: GRPC}
+    for key in (RPC_SERVICE, RPC_METHOD, RPC_GRPC_STATUS_CODE, SERVER_PORT, ERROR_TYPE):
+        if key in attributes:
+            metric_attributes[key] = attributes[key]
+    start = stream.start_ns or 0
+    return SpanRecord(
+        name=f"{service}/{method}" if service else GRPC,
+        kind=kind,
+        start_ns=start,
+        end_ns=max(start, stream.end_ns or start),
+        attributes=attributes,
+        is_error=is_error,
+        traceparent=stream.header("traceparent"),
+        metric_attributes=metric_attributes,
+        duration_metric="rpc",
+    )
+
+
+def _known(value: str | None) -> str | None:
+    return None if value in (None, "", UNKNOWN_HEADER) else value
+
+
+def http2_span(stream: Stream, conn: StreamConnection, options: SpanOptions) -> SpanRecord:
+    """Plain HTTP/2: the HTTP builder, fed from pseudo-headers instead of a request line."""
+    content_length = _known(stream.header("content-length"))
+    request = RequestHead(
+        method=_known(stream.header(":method")) or "_OTHER",
+        target=_known(stream.header(":path")) or "/",
+        version="2",
+        host=_known(stream.header(":authority")),
+        user_agent=_known(stream.header("user-agent")),
+        content_length=int(content_length) if content_length and content_length.isdigit() else None,
+        transfer_encoding=None,
+        traceparent=_known(stream.header("traceparent")),
+        complete=not stream.partial,
+    )
+    status = _known(stream.header(":status", "response"))
+    response = None
+    if status and status.isdigit():
+        response = ResponseHead("2", int(status), "", None, None, True)
+    exchange = Exchange(
+        pid=conn.pid,
+        tid=conn.tid,
+        fd=conn.fd,
+        conn_id=conn.conn_id,
+        role=conn.role,
+        flags=ExchangeFlag.TLS if conn.tls else ExchangeFlag(0),
+        start_ns=stream.start_ns or 0,
+        end_ns=stream.end_ns or stream.start_ns or 0,
+        request_bytes=stream.request_data,
+        response_bytes=stream.response_data,
+        local=conn.local,
+        peer=conn.peer,
+        comm=conn.comm,
+        request_head=b"",
+        response_head=b"",
+        protocol=Protocol.HTTP2,
+        http_request=request,
+        http_response=response,
+        request_body_size=stream.request_data,
+        response_body_size=stream.response_data,
+    )
+    span = http_span(exchange, options)
+    if stream.partial:
+        span.attributes[HEADERS_INCOMPLETE] = True
+    return span

@@ -1,0 +1,348 @@
+"""Sans-IO HTTP/2: one connection's bytes in (each direction in order), finished streams out.
+
+The kernel sends an HTTP/2 connection's bytes as chunks, one per syscall, copied up to a cap;
+`total_len` says how many bytes the syscall really moved. Frames are parsed with hyperframe and
+header blocks decoded with hpack, one decoder per direction (each side's encoder keeps its own
+dynamic table). Bytes that were not copied are skipped when they fall inside a DATA payload
+(whose length the frame header gave); a frame lost any other way desynchronises the direction
+until a chunk starts with a plausible frame header again.
+
+Joined mid-connection (the agent started after it opened), header fields may reference
+dynamic-table entries this decoder never saw: they decode to a placeholder, the stream is
+marked partial, and everything else still counts. No I/O, no clocks, no OpenTelemetry; never
+raises on garbage.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from hpack import Decoder
+from hpack.exceptions import HPACKError, InvalidTableIndex
+from hpack.table import HeaderTable
+from hyperframe.exceptions import HyperframeError
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PushPromiseFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
+
+CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FRAME_HEADER = 9
+MAX_FRAME_TYPE = 9
+MAX_PLAUSIBLE_FRAME = 1 << 24
+UNKNOWN_HEADER = "x-otelbpf-unknown"
+HEADERS_TYPE = 0x1
+DATA_TYPE = 0x0
+END_STREAM = 0x1
+
+Headers = list[tuple[str, str]]
+
+
+class TolerantHeaderTable(HeaderTable):
+    """An HPACK table that answers references it cannot resolve with a placeholder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.misses = 0
+
+    def get_by_index(self, index: int) -> tuple[bytes, bytes]:
+        try:
+            return super().get_by_index(index)
+        except InvalidTableIndex:
+            self.misses += 1
+            return UNKNOWN_HEADER.encode(), b""
+
+
+@dataclass
+class Stream:
+    stream_id: int
+    request_headers: Headers = field(default_factory=list)
+    response_headers: Headers = field(default_factory=list)
+    trailers: Headers = field(default_factory=list)
+    start_ns: int | None = None
+    end_ns: int | None = None
+    request_data: int = 0
+    response_data: int = 0
+    reset: bool = False
+    partial: bool = False  # header references into a table the agent never saw
+
+    def header(self, name: str, which: str = "request") -> str | None:
+        source = {
+            "request": self.request_headers,
+            "response": self.response_headers,
+            "trailers": self.trailers,
+        }[which]
+        for key, value in source:
+            if key == name:
+                return value
+        return None
+
+
+class Side(enum.Enum):
+    TO_SERVER = 0  # written by the client
+    TO_CLIENT = 1  # written by the server
+
+
+@dataclass
+class _Direction:
+    buffer: bytearray = field(default_factory=bytearray)
+    skip: int = 0  # DATA payload bytes still to pass over (copied or not)
+    skip_stream: int = 0
+    skip_end_stream: bool = False
+    desynced: bool = False
+    header_block: bytearray | None = None  # HEADERS awaiting CONTINUATION
+    header_block_frame: Frame | None = None
+    decoder: Decoder = field(default_factory=Decoder)
+    table: TolerantHeaderTable = field(default_factory=TolerantHeaderTable)
+
+    def __post_init__(self) -> None:
+        self.decoder.header_table = self.table
+
+
+def plausible_frame_header(data: bytes | bytearray, offset: int = 0) -> bool:
+    if len(data) - offset < FRAME_HEADER:
+        return False
+    length = int.from_bytes(data[offset : offset + 3], "big")
+    frame_type = data[offset + 3]
+    stream_id = int.from_bytes(data[offset + 5 : offset + 9], "big")
+    if frame_type > MAX_FRAME_TYPE or length >= MAX_PLAUSIBLE_FRAME or stream_id >> 31:
+        return False
+    if frame_type in (0x0, 0x1, 0x3, 0x9):  # DATA, HEADERS, RST_STREAM, CONTINUATION
+        return stream_id != 0
+    if frame_type in (0x4, 0x6, 0x7):  # SETTINGS, PING, GOAWAY
+        return stream_id == 0
+    return True
+
+
+def looks_like_http2(data: bytes) -> bool:
+    """Bytes that start with the client preface, or with frames that chain plausibly: the
+    first frame header, and the next one where the capture reaches it."""
+    if data.startswith(CLIENT_PREFACE[:16]):
+        return True
+    if not plausible_frame_header(data):
+        return False
+    following = FRAME_HEADER + int.from_bytes(data[:3], "big")
+    if following + FRAME_HEADER <= len(data):
+        return plausible_frame_header(data, following)
+    return True
+
+
+class Http2Connection:
+    """One connection's HTTP/2 state; feed it each direction's bytes in order."""
+
+    def __init__(self, joined_mid_connection: bool = False) -> None:
+        self.joined = joined_mid_connection
+        self.streams: dict[int, Stream] = {}
+        self._sides = {Side.TO_SERVER: _Direction(), Side.TO_CLIENT: _Direction()}
+        self._expect_preface = not joined_mid_connection
+        self.frames_seen = 0
+        self.desyncs = 0
+        self.unreliable_table = joined_mid_connection
+
+    # ---------------------------------------------------------------- input
+
+    def receive(self, side: Side, data: bytes, total_len: int, ts_ns: int) -> list[Stream]:
+        """Bytes one syscall moved; returns the streams this completed."""
+        state = self._sides[side]
+        finished: list[Stream] = []
+        if side is Side.TO_SERVER and self._expect_preface:
+            self._expect_preface = False
+            if data.startswith(CLIENT_PREFACE):
+                data = data[len(CLIENT_PREFACE) :]
+                total_len -= len(CLIENT_PREFACE)
+        missing = max(0, total_len - len(data))
+        if state.desynced:
+            if not plausible_frame_header(data):
+                return finished
+            state.desynced = False
+            state.buffer.clear()
+            state.skip = 0
+        position = 0
+        if state.skip:
+            passed = min(state.skip, len(data))
+            position = passed
+            self._count_data(side, state.skip_stream, passed)
+            state.skip -= passed
+            if state.skip == 0:
+                self._end_data_frame(side, state, ts_ns, finished)
+        state.buffer += data[position:]
+        self._parse(side, state, ts_ns, finished)
+        if missing:
+            self._lose(side, state, missing, ts_ns, finished)
+        return finished
+
+    def close(self, ts_ns: int) -> list[Stream]:
+        """The connection closed: streams that had a request end here, as resets."""
+        finished = []
+        for stream in list(self.streams.values()):
+            if stream.request_headers:
+                stream.reset = True
+                stream.end_ns = ts_ns
+                finished.append(stream)
+        self.streams.clear()
+        return finished
+
+    # ---------------------------------------------------------------- frames
+
+    def _parse(self, side: Side, state: _Direction, ts_ns: int, finished: list[Stream]) -> None:
+        buffer = state.buffer
+        offset = 0
+        while len(buffer) - offset >= FRAME_HEADER:
+            header = bytes(buffer[offset : offset + FRAME_HEADER])
+            try:
+                frame, length = Frame.parse_frame_header(memoryview(header))
+            except (HyperframeError, ValueError):
+                self._desync(state)
+                return
+            available = len(buffer) - offset - FRAME_HEADER
+            if isinstance(frame, DataFrame):
+                # DATA payloads are counted, never needed: pass over what is here, skip the rest
+                taken = min(length, available)
+                flags = buffer[offset + 4]
+                self._count_data(side, frame.stream_id, taken)
+                offset += FRAME_HEADER + taken
+                if taken < length:
+                    state.skip = length - taken
+                    state.skip_stream = frame.stream_id
+                    state.skip_end_stream = bool(flags & END_STREAM)
+                    break
+                state.skip_stream = frame.stream_id
+                state.skip_end_stream = bool(flags & END_STREAM)
+                self._end_data_frame(side, state, ts_ns, finished)
+                continue
+            if available < length:
+                break  # wait for the rest of this frame
+            body = memoryview(bytes(buffer[offset + FRAME_HEADER : offset + FRAME_HEADER + length]))
+            offset += FRAME_HEADER + length
+            try:
+                frame.parse_body(body)
+            except (HyperframeError, ValueError):
+                continue  # a malformed frame: skip it, its length was sound
+            self.frames_seen += 1
+            self._frame(side, state, frame, ts_ns, finished)
+        del buffer[:offset]
+
+    def _lose(
+        self, side: Side, state: _Direction, missing: int, ts_ns: int, finished: list[Stream]
+    ) -> None:
+        """Bytes the kernel did not copy: fine inside a DATA payload, a desync otherwise."""
+        if state.skip and not state.buffer:
+            passed = min(state.skip, missing)
+            self._count_data(side, state.skip_stream, passed)
+            state.skip -= passed
+            missing -= passed
+            if state.skip == 0:
+                self._end_data_frame(side, state, ts_ns, finished)
+        if missing:
+            # a frame we never saw may have changed this side's HPACK table
+            self._desync(state)
+            self.unreliable_table = True
+
+    def _desync(self, state: _Direction) -> None:
+        state.desynced = True
+        state.buffer.clear()
+        state.skip = 0
+        state.header_block = None
+        self.desyncs += 1
+
+    def _count_data(self, side: Side, stream_id: int, size: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if side is Side.TO_SERVER:
+            stream.request_data += size
+        else:
+            stream.response_data += size
+
+    def _end_data_frame(
+        self, side: Side, state: _Direction, ts_ns: int, finished: list[Stream]
+    ) -> None:
+        if state.skip_end_stream and side is Side.TO_CLIENT:
+            self._finish(state.skip_stream, ts_ns, finished)
+        state.skip_end_stream = False
+
+    def _frame(
+        self, side: Side, state: _Direction, frame: Frame, ts_ns: int, finished: list[Stream]
+    ) -> None:
+        if isinstance(frame, HeadersFrame | PushPromiseFrame):
+            state.header_block = bytearray(frame.data)
+            state.header_block_frame = frame
+            if "END_HEADERS" in frame.flags:
+                self._header_block(side, state, ts_ns, finished)
+        elif isinstance(frame, ContinuationFrame):
+            if state.header_block is None:
+                return
+            state.header_block += frame.data
+            if "END_HEADERS" in frame.flags:
+                self._header_block(side, state, ts_ns, finished)
+        elif isinstance(frame, RstStreamFrame):
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                stream.reset = True
+                self._finish(frame.stream_id, ts_ns, finished)
+        elif isinstance(frame, SettingsFrame):
+            size = frame.settings.get(SettingsFrame.HEADER_TABLE_SIZE)
+            if size is not None:
+                # the limit one side announces binds the other side's encoder
+                other = Side.TO_CLIENT if side is Side.TO_SERVER else Side.TO_SERVER
+                self._sides[other].decoder.max_allowed_table_size = size
+        elif isinstance(frame, GoAwayFrame):
+            for stream_id in [s for s in self.streams if s > frame.last_stream_id]:
+                self.streams[stream_id].reset = True
+                self._finish(stream_id, ts_ns, finished)
+
+    def _header_block(
+        self, side: Side, state: _Direction, ts_ns: int, finished: list[Stream]
+    ) -> None:
+        frame = state.header_block_frame
+        block = bytes(state.header_block or b"")
+        state.header_block = None
+        state.header_block_frame = None
+        misses_before = state.table.misses
+        try:
+            headers = [(str(k), str(v)) for k, v in state.decoder.decode(block, raw=False)]
+        except (HPACKError, UnicodeDecodeError, ValueError, IndexError):
+            headers = []
+            self.unreliable_table = True
+        partial = state.table.misses > misses_before or self.unreliable_table
+        if isinstance(frame, PushPromiseFrame) or frame is None:
+            return  # decoded only to keep the table in step
+        end_stream = "END_STREAM" in frame.flags
+        stream_id = frame.stream_id
+        if side is Side.TO_SERVER:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                stream = self.streams[stream_id] = Stream(stream_id, start_ns=ts_ns)
+                stream.request_headers = headers
+            else:
+                stream.request_headers += headers  # request trailers
+            stream.partial = stream.partial or partial
+            return
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            # a response to a request we never saw (joined mid-stream): counted, not traced
+            return
+        stream.partial = stream.partial or partial
+        status = next((v for k, v in headers if k == ":status"), None)
+        if not stream.response_headers and status is not None:
+            if status.startswith("1"):
+                return  # informational: the final headers follow
+            stream.response_headers = headers
+        else:
+            stream.trailers = headers
+        if end_stream:
+            self._finish(stream_id, ts_ns, finished)
+
+    def _finish(self, stream_id: int, ts_ns: int, finished: list[Stream]) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.end_ns = ts_ns
+        finished.append(stream)
