@@ -10,6 +10,10 @@ from typing import TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
+    RPC_GRPC_STATUS_CODE,
+    RPC_SYSTEM,
+)
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_RESPONSE_STATUS_CODE,
@@ -31,13 +35,17 @@ def format_span(span: ReadableSpan) -> str:
         if span.kind is SpanKind.CLIENT
         else span.kind.name
     )
-    target = attributes.get(URL_PATH) or attributes.get(URL_FULL) or ""
-    status = attributes.get(HTTP_RESPONSE_STATUS_CODE, "-")
+    if RPC_SYSTEM in attributes:  # a gRPC call: its name is service/method
+        method, target = "RPC", span.name
+        status = attributes.get(RPC_GRPC_STATUS_CODE, "-")
+    else:
+        method = attributes.get(HTTP_REQUEST_METHOD, span.name)
+        target = attributes.get(URL_PATH) or attributes.get(URL_FULL) or ""
+        status = attributes.get(HTTP_RESPONSE_STATUS_CODE, "-")
     error = " ERROR" if span.status.status_code is StatusCode.ERROR else ""
     trace_id = format(span.context.trace_id, "032x") if span.context else "-"
     return (
-        f"{start:%Y-%m-%dT%H:%M:%S.%f}"[:-3]
-        + f"Z {service} {kind} {attributes.get(HTTP_REQUEST_METHOD, span.name)} {target} "
+        f"{start:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + f"Z {service} {kind} {method} {target} "
         f"{status} {duration_ms:.2f}ms trace={trace_id}{error}"
     )
 

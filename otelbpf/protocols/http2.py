@@ -141,7 +141,8 @@ class Http2Connection:
         self.joined = joined_mid_connection
         self.streams: dict[int, Stream] = {}
         self._sides = {Side.TO_SERVER: _Direction(), Side.TO_CLIENT: _Direction()}
-        self._expect_preface = not joined_mid_connection
+        # preface bytes still to strip from the client's side (it may arrive in pieces)
+        self._preface_left = 0 if joined_mid_connection else len(CLIENT_PREFACE)
         self.frames_seen = 0
         self.desyncs = 0
         self.unreliable_table = joined_mid_connection
@@ -152,11 +153,14 @@ class Http2Connection:
         """Bytes one syscall moved; returns the streams this completed."""
         state = self._sides[side]
         finished: list[Stream] = []
-        if side is Side.TO_SERVER and self._expect_preface:
-            self._expect_preface = False
-            if data.startswith(CLIENT_PREFACE):
-                data = data[len(CLIENT_PREFACE) :]
-                total_len -= len(CLIENT_PREFACE)
+        if side is Side.TO_SERVER and self._preface_left:
+            expected = CLIENT_PREFACE[len(CLIENT_PREFACE) - self._preface_left :]
+            taken = min(len(data), self._preface_left)
+            if data[:taken] == expected[:taken]:
+                data, total_len = data[taken:], total_len - taken
+                self._preface_left -= taken
+            else:
+                self._preface_left = 0  # no preface after all: frames from the first byte
         missing = max(0, total_len - len(data))
         if state.desynced:
             if not plausible_frame_header(data):

@@ -1,0 +1,348 @@
+"""The sans-IO HTTP/2 tracker and the spans of its streams, on frames made by hyperframe/hpack."""
+
+from __future__ import annotations
+
+import hpack
+import pytest
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    HeadersFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
+    RPC_GRPC_STATUS_CODE,
+    RPC_METHOD,
+    RPC_SERVICE,
+    RPC_SYSTEM,
+)
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_SCHEME
+from opentelemetry.trace import SpanKind
+
+from otelbpf.abi import Role
+from otelbpf.exchange import SocketAddress
+from otelbpf.export.http_spans import SpanOptions
+from otelbpf.export.stream_spans import (
+    HEADERS_INCOMPLETE,
+    StreamConnection,
+    grpc_span,
+    http2_span,
+    is_grpc,
+)
+from otelbpf.protocols.http2 import (
+    CLIENT_PREFACE,
+    UNKNOWN_HEADER,
+    Http2Connection,
+    Side,
+    looks_like_http2,
+)
+
+GRPC_REQUEST = [
+    (":method", "POST"),
+    (":scheme", "http"),
+    (":path", "/helloworld.Greeter/SayHello"),
+    (":authority", "127.0.0.1:50051"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+]
+SERVER = StreamConnection(
+    pid=10,
+    tid=11,
+    fd=5,
+    conn_id=1,
+    role=Role.SERVER,
+    tls=False,
+    local=SocketAddress("127.0.0.1", 50051),
+    peer=SocketAddress("127.0.0.1", 40000),
+)
+CLIENT = StreamConnection(
+    pid=20,
+    tid=21,
+    fd=6,
+    conn_id=2,
+    role=Role.CLIENT,
+    tls=True,
+    local=SocketAddress("127.0.0.1", 40000),
+    peer=SocketAddress("127.0.0.1", 8443),
+)
+
+
+class Peer:
+    """One side's encoder: frames as a real HTTP/2 endpoint would write them."""
+
+    def __init__(self) -> None:
+        self.encoder = hpack.Encoder()
+
+    def headers(self, stream_id: int, headers: list, end_stream: bool = False) -> bytes:
+        frame = HeadersFrame(stream_id)
+        frame.data = self.encoder.encode(headers)
+        frame.flags.add("END_HEADERS")
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        return frame.serialize()
+
+    def split_headers(self, stream_id: int, headers: list) -> bytes:
+        block = self.encoder.encode(headers)
+        first, second = HeadersFrame(stream_id), ContinuationFrame(stream_id)
+        first.data, second.data = block[:5], block[5:]
+        second.flags.add("END_HEADERS")
+        return first.serialize() + second.serialize()
+
+
+def data(stream_id: int, payload: bytes, end_stream: bool = False) -> bytes:
+    frame = DataFrame(stream_id)
+    frame.data = payload
+    if end_stream:
+        frame.flags.add("END_STREAM")
+    return frame.serialize()
+
+
+def feed(conn: Http2Connection, side: Side, payload: bytes, ts: int, total: int | None = None):
+    return conn.receive(side, payload, len(payload) if total is None else total, ts)
+
+
+def grpc_call(client: Peer, server: Peer, stream_id: int, status: int = 0) -> tuple[bytes, bytes]:
+    request = client.headers(stream_id, GRPC_REQUEST) + data(stream_id, b"\0\0\0\0\3abc", True)
+    if status == 0:
+        response = (
+            server.headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+            + data(stream_id, b"\0\0\0\0\2ok")
+            + server.headers(stream_id, [("grpc-status", "0")], end_stream=True)
+        )
+    else:  # trailers-only
+        response = server.headers(
+            stream_id,
+            [
+                (":status", "200"),
+                ("content-type", "application/grpc"),
+                ("grpc-status", str(status)),
+            ],
+            end_stream=True,
+        )
+    return request, response
+
+
+def test_unary_call_with_preface_settings_and_trailers():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    request, response = grpc_call(client, server, 1)
+    assert (
+        feed(conn, Side.TO_SERVER, CLIENT_PREFACE + SettingsFrame(0).serialize() + request, 100)
+        == []
+    )
+    (stream,) = feed(conn, Side.TO_CLIENT, SettingsFrame(0).serialize() + response, 250)
+    assert stream.stream_id == 1
+    assert stream.request_headers == GRPC_REQUEST
+    assert stream.header(":status", "response") == "200"
+    assert stream.trailers == [("grpc-status", "0")]
+    assert (stream.start_ns, stream.end_ns) == (100, 250)
+    assert (stream.request_data, stream.response_data) == (8, 7)
+    assert (stream.partial, stream.reset) == (False, False)
+    assert conn.streams == {}
+
+
+def test_interleaved_streams_each_complete_once():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    req1, resp1 = grpc_call(client, server, 1)
+    req3, resp3 = grpc_call(client, server, 3, status=5)
+    # both requests before either response: two streams open at once on one connection
+    assert feed(conn, Side.TO_SERVER, CLIENT_PREFACE + req1 + req3, 1) == []
+    assert set(conn.streams) == {1, 3}
+    finished = feed(conn, Side.TO_CLIENT, resp1 + resp3, 2)
+    assert [s.stream_id for s in finished] == [1, 3]
+    assert finished[1].header("grpc-status", "response") == "5"
+    assert not any(s.partial for s in finished)
+
+
+def test_bytes_split_at_every_offset_give_the_same_stream():
+    length = len(CLIENT_PREFACE + grpc_call(Peer(), Peer(), 1)[0])
+    for cut in range(1, length):
+        conn, client, server = Http2Connection(), Peer(), Peer()
+        request, response = grpc_call(client, server, 1)
+        wire = CLIENT_PREFACE + request
+        feed(conn, Side.TO_SERVER, wire[:cut], 1)
+        feed(conn, Side.TO_SERVER, wire[cut:], 2)
+        (stream,) = feed(conn, Side.TO_CLIENT, response, 3)
+        assert stream.request_headers == GRPC_REQUEST, cut
+        assert stream.request_data == 8, cut
+
+
+def test_data_beyond_the_copied_bytes_is_counted_and_skipped():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    big = client.headers(1, GRPC_REQUEST) + data(1, b"x" * 20000, True)
+    copied = big[:8192]  # the kernel copied 8 KiB of a 20 KiB write
+    assert feed(conn, Side.TO_SERVER, copied, 1, total=len(big)) == []
+    (stream,) = feed(conn, Side.TO_CLIENT, server.headers(1, [(":status", "200")], True), 2)
+    assert stream.request_data == 20000
+    assert conn.desyncs == 0 and not stream.partial
+
+
+def test_headers_lost_in_a_gap_desynchronise_and_mark_later_streams_partial():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    first = client.headers(1, GRPC_REQUEST) + data(1, b"y" * 10, True)
+    second = client.headers(3, GRPC_REQUEST)  # lost: beyond the copied bytes
+    feed(conn, Side.TO_SERVER, first, 1, total=len(first) + len(second))
+    assert conn.desyncs == 1
+    later = client.headers(5, GRPC_REQUEST, end_stream=True)
+    feed(conn, Side.TO_SERVER, later, 2)
+    (stream,) = feed(conn, Side.TO_CLIENT, server.headers(5, [(":status", "200")], True), 3)
+    assert stream.partial is True
+
+
+def test_continuation_frames_rst_stream_and_close():
+    conn, client = Http2Connection(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.split_headers(1, GRPC_REQUEST), 1)
+    feed(conn, Side.TO_SERVER, client.headers(3, GRPC_REQUEST), 2)
+    (reset,) = feed(conn, Side.TO_CLIENT, RstStreamFrame(1, error_code=8).serialize(), 3)
+    assert reset.stream_id == 1 and reset.reset and reset.request_headers == GRPC_REQUEST
+    (closed,) = conn.close(9)
+    assert (closed.stream_id, closed.reset, closed.end_ns) == (3, True, 9)
+
+
+def test_joined_mid_connection_unknown_references_are_placeholders():
+    client, server = Peer(), Peer()
+    grpc_call(client, server, 1)  # fills both dynamic tables the agent never sees
+    request, response = grpc_call(client, server, 3)
+    conn = Http2Connection(joined_mid_connection=True)
+    feed(conn, Side.TO_SERVER, request, 5)
+    (stream,) = feed(conn, Side.TO_CLIENT, response, 6)
+    assert stream.partial is True
+    assert stream.header(":method") == "POST"  # a static-table entry
+    assert (UNKNOWN_HEADER, "") in stream.request_headers
+    # grpc-status was indexed by the first call's trailers, which the agent never saw
+    assert stream.trailers == [(UNKNOWN_HEADER, "")]
+
+
+def test_looks_like_http2():
+    client = Peer()
+    assert looks_like_http2(CLIENT_PREFACE)
+    assert looks_like_http2(client.headers(1, GRPC_REQUEST) + data(1, b"z"))
+    assert not looks_like_http2(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not looks_like_http2(b"*1\r\n$4\r\nPING\r\n")  # redis
+    assert not looks_like_http2(b"\x16\x03\x01\x02\x00")  # TLS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
+def test_garbage_never_raises(chunks, joined):
+    conn = Http2Connection(joined_mid_connection=joined)
+    for i, chunk in enumerate(chunks):
+        side = Side.TO_SERVER if i % 2 == 0 else Side.TO_CLIENT
+        conn.receive(side, chunk, len(chunk) + (i % 3) * 7, i)
+    conn.close(99)
+
+
+# ---------------------------------------------------------------- spans
+
+
+def _stream(request_headers, response_headers, trailers=(), partial=False):
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, request_headers, True), 1_000)
+    wire = server.headers(1, response_headers, end_stream=not trailers)
+    if trailers:
+        wire += server.headers(1, list(trailers), end_stream=True)
+    (stream,) = feed(conn, Side.TO_CLIENT, wire, 21_000_000)
+    stream.partial = partial
+    return stream
+
+
+@pytest.mark.parametrize(
+    ("code", "server_error", "client_error"),
+    [(0, False, False), (5, False, True), (2, True, True), (13, True, True), (14, True, True)],
+)
+def test_grpc_status_rules(code, server_error, client_error):
+    stream = _stream(
+        GRPC_REQUEST,
+        [(":status", "200"), ("content-type", "application/grpc")],
+        [("grpc-status", str(code))],
+    )
+    assert is_grpc(stream)
+    server_span = grpc_span(stream, SERVER)
+    client_span = grpc_span(stream, CLIENT)
+    assert server_span.is_error is server_error
+    assert client_span.is_error is client_error
+    assert server_span.attributes.get(ERROR_TYPE) == (str(code) if server_error else None)
+
+
+def test_grpc_server_span_attributes():
+    stream = _stream(
+        GRPC_REQUEST,
+        [(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "5")],
+    )  # trailers-only
+    span = grpc_span(stream, SERVER)
+    assert span.name == "helloworld.Greeter/SayHello"
+    assert span.kind is SpanKind.SERVER
+    assert (span.start_ns, span.end_ns) == (1_000, 21_000_000)
+    assert span.attributes == {
+        RPC_SYSTEM: "grpc",
+        RPC_SERVICE: "helloworld.Greeter",
+        RPC_METHOD: "SayHello",
+        RPC_GRPC_STATUS_CODE: 5,
+        NETWORK_PROTOCOL_VERSION: "2",
+        SERVER_ADDRESS: "127.0.0.1",
+        SERVER_PORT: 50051,
+        CLIENT_ADDRESS: "127.0.0.1",
+        CLIENT_PORT: 40000,
+    }
+    assert span.duration_metric == "rpc"
+    assert span.metric_attributes == {
+        RPC_SYSTEM: "grpc",
+        RPC_SERVICE: "helloworld.Greeter",
+        RPC_METHOD: "SayHello",
+        RPC_GRPC_STATUS_CODE: 5,
+        SERVER_PORT: 50051,
+    }
+
+
+def test_grpc_with_unknown_path_is_marked():
+    stream = _stream(
+        [(":method", "POST"), ("content-type", "application/grpc")],
+        [(":status", "200"), ("grpc-status", "0")],
+        partial=True,
+    )
+    span = grpc_span(stream, CLIENT)
+    assert span.name == "grpc"
+    assert span.attributes[HEADERS_INCOMPLETE] is True
+    assert RPC_SERVICE not in span.attributes
+
+
+def test_plain_http2_client_span():
+    request = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", "/items/42?a=b"),
+        (":authority", "example.test:8443"),
+        ("user-agent", "curl/7.88.1"),
+    ]
+    stream = _stream(request, [(":status", "404")])
+    assert not is_grpc(stream)
+    span = http2_span(stream, CLIENT, SpanOptions())
+    assert span.name == "GET /items/{id}"
+    assert span.kind is SpanKind.CLIENT
+    assert span.is_error is True
+    assert span.attributes[URL_FULL] == "https://example.test:8443/items/42?a=REDACTED"
+    assert span.attributes[NETWORK_PROTOCOL_VERSION] == "2"
+    assert span.attributes[HTTP_RESPONSE_STATUS_CODE] == 404
+    assert span.duration_metric == "http"
+
+
+def test_plain_http2_server_span():
+    request = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "h:80")]
+    stream = _stream(request, [(":status", "200")])
+    span = http2_span(stream, SERVER, SpanOptions())
+    assert span.attributes[URL_SCHEME] == "http"
+    assert span.attributes[HTTP_ROUTE] == "/"
+    assert span.attributes[HTTP_REQUEST_METHOD] == "GET"
+    assert span.attributes[SERVER_PORT] == 80
+    assert HEADERS_INCOMPLETE not in span.attributes
