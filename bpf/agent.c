@@ -733,7 +733,7 @@ static __always_inline int process_exec(struct sched_process_exec_ctx *args) {
 static __always_inline int process_exit(void) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if ((__u32)pid_tgid != tgid || !allowed_pids.lookup(&tgid))
+    if ((__u32)pid_tgid != tgid || !is_traced(tgid)) /* every traced process, in trace-all too */
         return 0;
     __u32 zero = 0;
     struct process_event *event = process_scratch.lookup(&zero);

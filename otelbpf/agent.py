@@ -276,6 +276,8 @@ class Agent:
             self._seeder.seed(notice.pid)  # inherited listening sockets
         elif notice.kind is EventType.EXIT:
             self._exited.add(notice.pid)
+            self.tls.forget(notice.pid)
+            self._warned_tls.discard(notice.pid)
 
     def _sweep(self, force_all: bool) -> None:
         """Flush idle exchanges, and everything of processes that are gone, in the kernel."""

@@ -101,6 +101,14 @@ class TlsWatcher:
                     hooked += 1
         return hooked
 
+    def forget(self, pid: int) -> None:
+        """A process exited: keep no state for it (pids are reused; hosts churn processes)."""
+        self._due.pop(pid, None)
+        self.unhooked_tls.pop(pid, None)
+        for users in self.users.values():
+            users.discard(pid)
+        self._status_dirty = True
+
     def count_unhooked(self, pid: int) -> None:
         self.unhooked_tls[pid] += 1
         self._status_dirty = True

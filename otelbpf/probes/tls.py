@@ -19,7 +19,6 @@ class AttachedLibrary:
     library: TlsLibrary
     hooks: int = 0
     errors: list[str] = field(default_factory=list)
-    pids: set[int] = field(default_factory=set)
 
 
 class TlsHooks:
@@ -30,10 +29,8 @@ class TlsHooks:
     def attach(self, library: TlsLibrary, pid: int) -> AttachedLibrary:
         known = self.attached.get(library.file_id)
         if known is not None:
-            if pid:
-                known.pids.add(pid)
             return known
-        state = AttachedLibrary(library, pids={pid} if pid else set())
+        state = AttachedLibrary(library)
         path = library.path.encode()
         for hook in library.hooks:
             symbol = hook.symbol.encode()
