@@ -38,8 +38,7 @@
 #define SOCK_TYPE_MASK 0xf
 #define SOCK_STREAM_TYPE 1
 #define EINPROGRESS_ERR 115
-#define MAX_IOVECS 4
-#define H2_MAX_IOVECS 64
+#define MAX_IOVECS 64
 
 /* Syscall tracepoint records have a stable layout: 8 bytes of common fields, the syscall
  * number, then each argument (or the return value) in an 8-byte slot. */
@@ -298,9 +297,12 @@ static __always_inline void append_flat(struct conn_state *conn, int to_request,
 static __always_inline void append_iovec(struct conn_state *conn, int to_request,
                                          const struct iovec *iov, __u64 iovcnt, __u64 n) {
     __u64 left = n;
-#pragma unroll
+    __u32 room = to_request ? REQUEST_HEAD_SIZE : RESPONSE_HEAD_SIZE;
+    /* writers like gRPC's put each frame in its own slice: read as many as the head holds
+     * (a bounded loop, not unrolled) */
     for (int i = 0; i < MAX_IOVECS; i++) {
-        if (i >= iovcnt || left == 0)
+        __u32 used = to_request ? conn->ev.request_len : conn->ev.response_len;
+        if (i >= iovcnt || left == 0 || used >= room)
             break;
         struct iovec vec = {};
         if (bpf_probe_read_user(&vec, sizeof(vec), &iov[i]))
@@ -332,6 +334,7 @@ static __always_inline void emit_h2_chunk(struct conn_state *conn, const struct 
     chunk->ev.copied_len = 0;
     chunk->ev.local = conn->ev.local;
     chunk->ev.peer = conn->ev.peer;
+    bpf_get_current_comm(&chunk->ev.comm, sizeof(chunk->ev.comm));
     if (io && io->kind == IO_FLAT) {
         APPEND_HEAD(chunk->ev.data, chunk->ev.copied_len, H2_CHUNK_SIZE, io->buf, bytes);
     } else if (io && (io->kind == IO_IOVEC || io->kind == IO_MSG)) {
@@ -346,7 +349,7 @@ static __always_inline void emit_h2_chunk(struct conn_state *conn, const struct 
         }
         __u64 left = bytes;
         /* gRPC writes a frame per slice: many iovecs. A bounded loop, not unrolled. */
-        for (int i = 0; i < H2_MAX_IOVECS; i++) {
+        for (int i = 0; i < MAX_IOVECS; i++) {
             if (i >= iovcnt || left == 0 || chunk->ev.copied_len >= H2_CHUNK_SIZE)
                 break;
             struct iovec vec = {};
@@ -365,15 +368,26 @@ static __always_inline void emit_h2_chunk(struct conn_state *conn, const struct 
     emit(&chunk->ev, size);
 }
 
-/* Is this connection HTTP/2? The client preface opens it ("PRI * HTTP/2.0"), or user space
- * recognised its frames on a connection older than the agent and marked it. */
-static __always_inline int becomes_h2(struct conn_state *conn, __u64 key) {
-    if (h2_marks.lookup(&key)) {
-        h2_marks.delete(&key);
-        return 1;
-    }
+/* Does this exchange open with the HTTP/2 client preface ("PRI * HTTP/2.0")? */
+static __always_inline int opens_with_preface(struct conn_state *conn) {
     return conn->ev.request_len >= 4 && conn->ev.request[0] == 'P' &&
            conn->ev.request[1] == 'R' && conn->ev.request[2] == 'I' && conn->ev.request[3] == ' ';
+}
+
+/* A connection older than the agent whose frames user space recognised (it marked it): what
+ * was paired so far goes up as an exchange, and from this syscall on it is chunks. Only
+ * seeded connections are checked: new ones show their preface. */
+static __always_inline int marked_h2(struct conn_state *conn) {
+    if (!(conn->ev.flags & EXCHANGE_F_SEEDED))
+        return 0;
+    __u64 key = conn_key_of(conn->ev.pid, conn->ev.fd);
+    if (!h2_marks.lookup(&key))
+        return 0;
+    h2_marks.delete(&key);
+    if (conn->phase != PHASE_IDLE)
+        finish_exchange(conn, 0);
+    conn->h2 = 1;
+    return 1;
 }
 
 /* Data moved on a tracked connection: pair it into the exchange in progress. */
@@ -385,7 +399,7 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
         conn->ev.role = io->dir == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
         conn->ev.flags |= EXCHANGE_F_ROLE_INFERRED;
     }
-    if (conn->h2) {
+    if (conn->h2 || marked_h2(conn)) {
         emit_h2_chunk(conn, io, bytes, pid_tgid, 0);
         return;
     }
@@ -423,7 +437,7 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
             append_iovec(conn, is_request, msg.msg_iov, msg.msg_iovlen, bytes);
     }
 
-    if (starts_exchange && becomes_h2(conn, conn_key_of(conn->ev.pid, conn->ev.fd))) {
+    if (starts_exchange && opens_with_preface(conn)) {
         conn->h2 = 1;
         drop_exchange(conn);
         emit_h2_chunk(conn, io, bytes, pid_tgid, 0);

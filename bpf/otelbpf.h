@@ -124,6 +124,7 @@ struct h2_chunk_event {
     __u32 copied_len; /* bytes in data[] (the record ends there) */
     struct endpoint local;
     struct endpoint peer;
+    char comm[TASK_COMM_LEN];
     __u8 data[H2_CHUNK_SIZE];
 };
 

@@ -110,6 +110,7 @@ class H2ChunkHeader(ctypes.Structure):
         ("copied_len", ctypes.c_uint32),
         ("local", Endpoint),
         ("peer", Endpoint),
+        ("comm", ctypes.c_char * TASK_COMM_LEN),
     ]
 
 

@@ -220,6 +220,11 @@ class Agent:
         if self._own.is_own(exchange):
             stats.skipped("own_traffic")
             return
+        if self.h2.knows(exchange.conn_id):
+            # paired before the kernel switched this older connection to HTTP/2 chunks
+            stats.skipped("http2_joined")
+            self._on_streams(self.h2.adopt(exchange) or [])
+            return
         protocol = classify(exchange)
         if protocol is Protocol.HTTP1:
             span = http_span(exchange, self._span_options)
@@ -266,9 +271,12 @@ class Agent:
                 traced = True
                 log.debug("exec of %s (pid %d) matches --exe", notice.filename, notice.pid)
             if traced:
-                # the program itself now (OpenSSL linked in, Go); the libraries the dynamic
-                # loader maps next come as MMAP_EXEC notices, or are hooked already
-                self.tls.scan(notice.pid)
+                # describe the process while it lives: a short one is gone when its spans go
+                self.telemetry.process(notice.pid, notice.comm)
+                # the program itself (OpenSSL linked in, Go) right after this batch of events;
+                # the libraries the dynamic loader maps next come as MMAP_EXEC notices, or
+                # are hooked already
+                self.tls.schedule(notice.pid)
         elif notice.kind is EventType.MMAP_EXEC:
             self.tls.schedule(notice.pid)
         elif notice.kind is EventType.FORK:

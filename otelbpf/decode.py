@@ -119,6 +119,7 @@ class Decoder:
             closed=bool(header.flags & ExchangeFlag.CHUNK_CLOSED),
             local=endpoint_address(header.local),
             peer=endpoint_address(header.peer),
+            comm=header.comm.decode(errors="replace"),
         )
 
     def _exchange(self, event: object) -> Exchange:

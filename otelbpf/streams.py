@@ -68,14 +68,19 @@ class Http2Streams:
         side = Side.TO_SERVER if chunk.to_server else Side.TO_CLIENT
         return self._finished(parser.receive(side, chunk.data, chunk.total_len, chunk.ts_ns), conn)
 
+    def knows(self, conn_id: int) -> bool:
+        return conn_id in self._connections
+
     def adopt(self, exchange: Exchange) -> Finished | None:
         """An exchange nothing else parsed: if its bytes are HTTP/2 frames, take the connection
-        over. Returns None when it is not HTTP/2."""
-        if not looks_like_http2(exchange.request_head):
-            return None
-        if exchange.response_head and not looks_like_http2(exchange.response_head):
-            return None
-        self._mark_h2(exchange.pid, exchange.fd)
+        over. Returns None when it is not HTTP/2. An exchange of a connection taken over
+        already was paired before the kernel saw the mark: its bytes follow on."""
+        if exchange.conn_id not in self._connections:
+            if not looks_like_http2(exchange.request_head):
+                return None
+            if exchange.response_head and not looks_like_http2(exchange.response_head):
+                return None
+            self._mark_h2(exchange.pid, exchange.fd)
         conn = StreamConnection(
             exchange.pid,
             exchange.tid,

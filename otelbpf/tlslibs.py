@@ -79,16 +79,24 @@ _GNUTLS_FILE = re.compile(r"^libgnutls\.so")
 _GO_VERSION = re.compile(rb"go(\d+)\.(\d+)(?:\.\d+)?")
 
 
-def _symbols(elf: ELFFile, names: set[str]) -> dict[str, tuple[int, int]]:
-    """name -> (value, size) for the names defined in the file; hash tables first (fast)."""
+def _symbols(elf: ELFFile, names: set[str], exported: bool = True) -> dict[str, tuple[int, int]]:
+    """name -> (value, size) for the names defined in the file; hash tables first (fast).
+
+    exported: the names are exported functions (the C libraries' API), which the dynamic
+    symbol hash tables answer for. Go's functions live only in .symtab.
+    """
     found: dict[str, tuple[int, int]] = {}
+    hashed = False
     for section in elf.iter_sections():
         if isinstance(section, GNUHashSection | ELFHashSection):
+            hashed = True
             for name in names - found.keys():
                 symbol = section.get_symbol(name)
                 if symbol is not None and symbol["st_value"]:
                     found[name] = (symbol["st_value"], symbol["st_size"])
-    if found.keys() == names:
+    if hashed and exported:
+        # what the hash table lacks is not exported: iterating every symbol in Python would
+        # cost 100 ms on a binary like curl, for nothing
         return found
     for section_name in (".dynsym", ".symtab"):
         section = elf.get_section_by_name(section_name)
@@ -142,7 +150,7 @@ def _go_hooks(elf: ELFFile) -> tuple[tuple[Hook, ...], str]:
         return (), f"{detail}: Go TLS hooks are built for x86_64 only"
     if version is not None and version < GO_MIN_REGISTER_ABI:
         return (), f"{detail}: before Go 1.17's register ABI, not hooked"
-    symbols = _symbols(elf, set(GO_SYMBOLS))
+    symbols = _symbols(elf, set(GO_SYMBOLS), exported=False)
     hooks: list[Hook] = []
     for symbol, program in GO_SYMBOLS.items():
         if symbol not in symbols:
@@ -182,7 +190,7 @@ def _inspect(path: str, file_id: tuple[int, int]) -> TlsLibrary | None:
             # an executable: OpenSSL linked in (Node.js), or Go's crypto/tls
             if elf.get_section_by_name(".go.buildinfo") is not None:
                 hooks, detail = _go_hooks(elf)
-                if hooks or _symbols(elf, {"crypto/tls.(*Conn).Write"}):
+                if hooks or _symbols(elf, {"crypto/tls.(*Conn).Write"}, exported=False):
                     return TlsLibrary(path, file_id, TlsStack.GO, hooks, detail)
                 return None
             hooks = _c_hooks(_symbols(elf, set(OPENSSL_SYMBOLS)), OPENSSL_SYMBOLS)

@@ -107,8 +107,9 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     attributes: dict[str, AttributeValue] = {}
     scheme = "https" if exchange.flags & ExchangeFlag.TLS else "http"
     method = _method(request, attributes)
-    path, query = split_target(request.target)
-    route = route_of(path)
+    # an empty target: not known (an HTTP/2 stream whose :path the agent could not decode)
+    path, query = split_target(request.target) if request.target else (None, None)
+    route = route_of(path) if path else None
     status = response.status_code if response is not None else None
     host_name, host_port = split_host(request.host)
     attributes[NETWORK_PROTOCOL_VERSION] = request.version
@@ -122,10 +123,11 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         server_address = host_name or (local.address if local else None)
         server_port = host_port or (local.port if local and local.port else None)
         attributes[URL_SCHEME] = scheme
-        attributes[URL_PATH] = path
+        if path is not None:
+            attributes[URL_PATH] = path
+            attributes[HTTP_ROUTE] = route
         if redacted_query is not None:
             attributes[URL_QUERY] = redacted_query
-        attributes[HTTP_ROUTE] = route
         if exchange.peer is not None:
             attributes[CLIENT_ADDRESS] = exchange.peer.address
             attributes[CLIENT_PORT] = exchange.peer.port
@@ -154,9 +156,10 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
             server_port = host_port or DEFAULT_PORTS.get(scheme)
         else:
             server_port = peer.port if peer else None
-        origin = origin_for_url(scheme, server_address or "", server_port)
-        full = origin + path + ("" if redacted_query is None else "?" + redacted_query)
-        attributes[URL_FULL] = full
+        if path is not None:
+            origin = origin_for_url(scheme, server_address or "", server_port)
+            full = origin + path + ("" if redacted_query is None else "?" + redacted_query)
+            attributes[URL_FULL] = full
         is_error = status is not None and status >= 400
 
     if is_error:
@@ -172,7 +175,8 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         NETWORK_PROTOCOL_VERSION: request.version,
     }
     if kind is SpanKind.SERVER:
-        metric_attributes[HTTP_ROUTE] = route
+        if route is not None:
+            metric_attributes[HTTP_ROUTE] = route
         metric_attributes[URL_SCHEME] = scheme
     if status is not None:
         metric_attributes[HTTP_RESPONSE_STATUS_CODE] = status
@@ -184,7 +188,7 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         metric_attributes[SERVER_ADDRESS] = server_address
 
     return SpanRecord(
-        name=f"{method} {route}",
+        name=f"{method} {route}" if route else method,  # the conventions' name, route unknown
         kind=kind,
         start_ns=exchange.start_ns,
         end_ns=max(exchange.end_ns, exchange.start_ns),

@@ -62,8 +62,15 @@ class StreamConnection:
 
 
 def is_grpc(stream: Stream) -> bool:
+    """content-type application/grpc; or, when that was not decodable (joined mid-connection),
+    gRPC's own headers (grpc-*) or its "te: trailers" request header."""
     content_type = stream.header("content-type") or stream.header("content-type", "response")
-    return bool(content_type and content_type.startswith("application/grpc"))
+    if content_type:
+        return content_type.startswith("application/grpc")
+    if stream.header("te") == "trailers":
+        return True
+    headers = stream.request_headers + stream.response_headers + stream.trailers
+    return any(name.startswith("grpc-") for name, _ in headers)
 
 
 def _grpc_status(stream: Stream) -> int | None:
@@ -134,7 +141,7 @@ def http2_span(stream: Stream, conn: StreamConnection, options: SpanOptions) -> 
     content_length = _known(stream.header("content-length"))
     request = RequestHead(
         method=_known(stream.header(":method")) or "_OTHER",
-        target=_known(stream.header(":path")) or "/",
+        target=_known(stream.header(":path")) or "",  # empty: not known, and not invented
         version="2",
         host=_known(stream.header(":authority")),
         user_agent=_known(stream.header("user-agent")),

@@ -124,7 +124,7 @@ def test_go_binary_hooks_every_ret(tmp_path):
 
     with open(tmp_path / "app", "rb") as file:
         elf = ELFFile(file)
-        symbols = tlslibs._symbols(elf, set(tlslibs.GO_SYMBOLS))
+        symbols = tlslibs._symbols(elf, set(tlslibs.GO_SYMBOLS), exported=False)
         text = elf.get_section_by_name(".text")
         for hook in rets:
             address = symbols[hook.symbol][0] + hook.offset
