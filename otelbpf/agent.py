@@ -214,9 +214,6 @@ class Agent:
     def _on_exchange(self, exchange: Exchange) -> None:
         stats = self.stats
         stats.exchanges += 1
-        if exchange.flags & ExchangeFlag.NO_RESPONSE:
-            stats.skipped("unanswered")
-            return
         if self._own.is_own(exchange):
             stats.skipped("own_traffic")
             return
@@ -227,6 +224,9 @@ class Agent:
             return
         protocol = classify(exchange)
         if protocol is Protocol.HTTP1:
+            if exchange.flags & ExchangeFlag.NO_RESPONSE:
+                stats.skipped("unanswered")  # closed, or the process gone, before an answer
+                return
             span = http_span(exchange, self._span_options)
             self.telemetry.record(exchange.pid, exchange.comm, span)
             stats.spans += 1

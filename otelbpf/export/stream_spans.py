@@ -87,6 +87,10 @@ def grpc_span(stream: Stream, conn: StreamConnection) -> SpanRecord:
     if path and path.startswith("/") and path.count("/") == 2:
         service, method = path[1:].split("/")
     status = _grpc_status(stream)
+    # No readable grpc-status: a reset stream failed; a stream whose trailers referenced HPACK
+    # entries the agent never saw ended normally as far as anyone can tell (not an error); a
+    # complete stream that ended without one broke the protocol.
+    failed_unknown = stream.reset or not stream.partial
     kind = SpanKind.SERVER if conn.role == Role.SERVER else SpanKind.CLIENT
     attributes: dict[str, AttributeValue] = {RPC_SYSTEM: GRPC, NETWORK_PROTOCOL_VERSION: "2"}
     if service:
@@ -101,17 +105,20 @@ def grpc_span(stream: Stream, conn: StreamConnection) -> SpanRecord:
         if conn.peer is not None:
             attributes[CLIENT_ADDRESS] = conn.peer.address
             attributes[CLIENT_PORT] = conn.peer.port
-        is_error = status is None or status in GRPC_SERVER_ERRORS
+        is_error = status in GRPC_SERVER_ERRORS if status is not None else failed_unknown
     else:
         server_address = host or (conn.peer.address if conn.peer else None)
         server_port = conn.peer.port if conn.peer else host_port
-        is_error = status != GRPC_OK
+        is_error = status != GRPC_OK if status is not None else failed_unknown
     if server_address:
         attributes[SERVER_ADDRESS] = server_address
     if server_port:
         attributes[SERVER_PORT] = server_port
     if is_error:
-        attributes[ERROR_TYPE] = str(status) if status is not None else "reset"
+        if status is not None:
+            attributes[ERROR_TYPE] = str(status)
+        else:
+            attributes[ERROR_TYPE] = "reset" if stream.reset else "missing grpc-status"
     if stream.partial:
         attributes[HEADERS_INCOMPLETE] = True
     metric_attributes: dict[str, AttributeValue] = {RPC_SYSTEM: GRPC}

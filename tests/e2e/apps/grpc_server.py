@@ -12,6 +12,7 @@ once listening, and serves until terminated.
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -26,7 +27,7 @@ def say_hello(request: bytes, context: grpc.ServicerContext) -> bytes:
     return b"hello " + request
 
 
-def say_hello_stream(request: bytes, context: grpc.ServicerContext):  # noqa: ANN201
+def say_hello_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
     for i in range(3):
         yield b"hello %d" % i
 
