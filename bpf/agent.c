@@ -72,6 +72,9 @@ BPF_PERCPU_ARRAY(process_scratch, struct process_event, 1);
 /* Connections in flight, allocated on use: a host with few connections pays for few. */
 BPF_F_TABLE("hash", __u64, struct conn_state, conns, MAX_CONNS, BPF_F_NO_PREALLOC);
 BPF_HASH(bound, __u64, struct endpoint, 16384);   /* (pid, fd) -> address given to bind() */
+/* Connections whose exchange has its answer: the idle sweep's candidates. A small map, so the
+ * sweep never reads the big conn_state values of every connection. */
+BPF_HASH(answered, __u64, __u8, MAX_CONNS);
 BPF_HASH(socket_types, __u64, __u32, 65536);      /* (pid, fd) -> socket type from socket() */
 
 /* What an in-flight syscall needs at its exit, keyed by thread. */
@@ -231,6 +234,10 @@ static __always_inline struct conn_state *new_conn(__u64 key, __u8 role) {
 
 /* Forget the exchange in progress without emitting it. */
 static __always_inline void drop_exchange(struct conn_state *conn) {
+    if (conn->phase == PHASE_RESPONSE) {
+        __u64 key = conn_key_of(conn->ev.pid, conn->ev.fd);
+        answered.delete(&key);
+    }
     conn->phase = PHASE_IDLE;
     conn->ev.request_bytes = 0;
     conn->ev.response_bytes = 0;
@@ -421,6 +428,11 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
             /* Joined in the middle of a response: wait for the next request. */
             count(COUNTER_ORPHAN_BYTES);
             return;
+        }
+        if (conn->phase != PHASE_RESPONSE) {
+            __u64 key = conn_key_of(conn->ev.pid, conn->ev.fd);
+            __u8 one = 1;
+            answered.update(&key, &one);
         }
         conn->phase = PHASE_RESPONSE;
         conn->ev.response_bytes += bytes;
@@ -617,6 +629,13 @@ static __always_inline int accept_exit(__s32 nr, __s64 ret) {
     struct endpoint *local = bound.lookup(&listen_key);
     if (local)
         conn->ev.local = *local;
+    if (!local || !peer.family) {
+        /* accept(fd, NULL, NULL) (libuv does it), or a listener bound before tracing in a
+         * process that forked: user space reads the addresses from /proc while it lives */
+        struct address_request request = {
+            .type = EVENT_ADDRESS_REQUEST, .pid = tgid, .fd = ret, .conn_id = conn->ev.conn_id};
+        events.ringbuf_output(&request, sizeof(request), BPF_RB_FORCE_WAKEUP);
+    }
     return 0;
 }
 
@@ -633,6 +652,7 @@ static __always_inline int close_enter(__u64 fd) {
         else if (conn->phase != PHASE_IDLE)
             finish_exchange(conn, EXCHANGE_F_CLOSED);
         conns.delete(&key);
+        answered.delete(&key);
     }
     bound.delete(&key);
     socket_types.delete(&key);
@@ -781,22 +801,60 @@ struct tls_call {
     __u64 session;
     const void *buf;
     const void *length_out; /* SSL_*_ex: where the library writes the byte count */
+    __u64 length;           /* the bytes a write was asked to send */
     __u8 dir;
     __u8 int_return; /* the function returns int: only EAX is meaningful (-1 is 0xffffffff) */
-    __u8 _pad[6];
+    __u8 counted;    /* a write counted at entry */
+    __u8 _pad[5];
 };
 BPF_HASH(tls_calls, __u64, struct tls_call, 16384); /* thread -> call in progress */
 
+/* A non-blocking write that failed (WANT_WRITE) is repeated with the same arguments: it was
+ * counted at its first entry, so the repeat must not count it again. */
+struct tls_retry {
+    const void *buf;
+    __u64 length;
+};
+BPF_HASH(tls_retries, struct tls_session_key, struct tls_retry, 16384);
+
+/* Writes count at entry: the plaintext is all there, and the order of events then follows
+ * the order on the wire. Counted at the return, a write preempted before its return probe
+ * could land after the peer's answer to it (seen on a loaded machine). A session not yet tied
+ * to its socket waits for the return, when the socket call inside the write has tied it. */
+static __always_inline int tls_count_write(__u32 tgid, __u64 session, const void *buf,
+                                           __u64 length, __u64 pid_tgid) {
+    struct tls_session_key key = {.tgid = tgid, .session = session};
+    __u32 *fd = tls_fds.lookup(&key);
+    if (!fd || length == 0)
+        return 0;
+    struct tls_retry *retry = tls_retries.lookup(&key);
+    if (retry && retry->buf == buf && retry->length == length) {
+        tls_retries.delete(&key);
+        return 1;
+    }
+    __u64 conn_key = conn_key_of(tgid, *fd);
+    struct conn_state *conn = conns.lookup(&conn_key);
+    if (!conn)
+        return 0;
+    struct io_args io = {.buf = buf, .kind = IO_FLAT, .dir = DIR_EGRESS, .nr = -1};
+    on_data(conn, &io, length, pid_tgid);
+    return 1;
+}
+
 static __always_inline int tls_enter(__u64 session, const void *buf, const void *length_out,
-                                     __u8 dir, __u8 int_return) {
+                                     __u8 dir, __u8 int_return, __u64 length) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!is_traced(pid_tgid >> 32))
+    __u32 tgid = pid_tgid >> 32;
+    if (!is_traced(tgid))
         return 0;
     struct tls_call call = {.session = session,
                             .buf = buf,
                             .length_out = length_out,
+                            .length = length,
                             .dir = dir,
                             .int_return = int_return};
+    if (dir == DIR_EGRESS)
+        call.counted = tls_count_write(tgid, session, buf, length, pid_tgid);
     tls_calls.update(&pid_tgid, &call);
     tls_active.update(&pid_tgid, &session);
     return 0;
@@ -838,9 +896,17 @@ static __always_inline int tls_exit(__s64 ret) {
         if (ret == 1)
             bpf_probe_read_user(&bytes, sizeof(bytes), call.length_out);
     }
+    __u32 tgid = pid_tgid >> 32;
+    if (call.counted) {
+        if (bytes == 0) {
+            struct tls_session_key key = {.tgid = tgid, .session = call.session};
+            struct tls_retry retry = {.buf = call.buf, .length = call.length};
+            tls_retries.update(&key, &retry);
+        }
+        return 0;
+    }
     if (bytes == 0)
         return 0;
-    __u32 tgid = pid_tgid >> 32;
     struct conn_state *conn = tls_conn(tgid, call.session, pid_tgid);
     if (!conn) {
         count(COUNTER_TLS_UNBOUND);
@@ -894,15 +960,36 @@ static __always_inline __s64 go_conn_fd(const void *tls_conn) {
     return fd;
 }
 
+/* Go's crypto/tls owns this connection's data from now on (see bind_tls). */
+static __always_inline void go_tls_own(struct conn_state *conn) {
+    if (!conn->tls) {
+        conn->tls = 1;
+        conn->ev.flags |= EXCHANGE_F_TLS;
+        drop_exchange(conn);
+    }
+}
+
 static __always_inline int go_tls_enter(struct pt_regs *ctx, __u8 dir) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
     if (!is_traced(tgid))
         return 0;
-    struct go_call_key key = {.tgid = tgid, .goroutine = ctx->r14};
     struct go_call call = {.buf = (void *)ctx->bx, .fd = go_conn_fd((void *)ctx->ax), .dir = dir};
     if (call.fd < 0)
         return 0;
+    if (dir == DIR_EGRESS) {
+        /* Write sends all of b or fails: count it here, in wire order (see tls_count_write);
+         * the slice's length is in RCX */
+        __u64 conn_key = conn_key_of(tgid, call.fd);
+        struct conn_state *conn = conns.lookup(&conn_key);
+        if (conn && ctx->cx > 0) {
+            go_tls_own(conn);
+            struct io_args io = {.buf = call.buf, .kind = IO_FLAT, .dir = DIR_EGRESS, .nr = -1};
+            on_data(conn, &io, ctx->cx, pid_tgid);
+        }
+        return 0;
+    }
+    struct go_call_key key = {.tgid = tgid, .goroutine = ctx->r14};
     go_tls_calls.update(&key, &call);
     return 0;
 }
@@ -925,11 +1012,7 @@ static __always_inline int go_tls_return(struct pt_regs *ctx) {
         count(COUNTER_TLS_UNBOUND);
         return 0;
     }
-    if (!conn->tls) {
-        conn->tls = 1;
-        conn->ev.flags |= EXCHANGE_F_TLS;
-        drop_exchange(conn);
-    }
+    go_tls_own(conn);
     struct io_args io = {.buf = call.buf, .kind = IO_FLAT, .dir = call.dir, .nr = -1};
     on_data(conn, &io, n, pid_tgid);
     return 0;
@@ -1007,30 +1090,32 @@ int syscall__mmap(struct pt_regs *ctx, void *addr, __u64 len, __u64 prot) {
 /* OpenSSL, BoringSSL: int SSL_read(SSL *, void *, int), int SSL_read_ex(SSL *, void *,
  * size_t, size_t *); the write functions mirror them. */
 int uprobe_ssl_read(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS, 1);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS, 1, 0);
 }
 
 int uprobe_ssl_write(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS, 1);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS, 1,
+                     (__u32)PT_REGS_PARM3(ctx));
 }
 
 int uprobe_ssl_read_ex(struct pt_regs *ctx) {
     return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM4(ctx),
-                     DIR_INGRESS, 1);
+                     DIR_INGRESS, 1, 0);
 }
 
 int uprobe_ssl_write_ex(struct pt_regs *ctx) {
     return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM4(ctx),
-                     DIR_EGRESS, 1);
+                     DIR_EGRESS, 1, PT_REGS_PARM3(ctx));
 }
 
 /* GnuTLS: ssize_t gnutls_record_recv(gnutls_session_t, void *, size_t); send mirrors it. */
 int uprobe_gnutls_recv(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS, 0);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_INGRESS, 0, 0);
 }
 
 int uprobe_gnutls_send(struct pt_regs *ctx) {
-    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS, 0);
+    return tls_enter(PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), NULL, DIR_EGRESS, 0,
+                     PT_REGS_PARM3(ctx));
 }
 
 int uretprobe_tls(struct pt_regs *ctx) { return tls_exit(PT_REGS_RC(ctx)); }

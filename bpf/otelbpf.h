@@ -33,6 +33,7 @@ enum event_type {
     EVENT_EXIT = 4,     /* struct process_event: a traced process's main thread exited */
     EVENT_MMAP_EXEC = 5, /* struct process_event: a traced process mapped a file executable */
     EVENT_H2_CHUNK = 6,  /* struct h2_chunk_event: bytes of an HTTP/2 connection, in order */
+    EVENT_ADDRESS_REQUEST = 7, /* struct address_request: a connection's addresses are unknown */
 };
 
 enum conn_role {
@@ -135,6 +136,14 @@ struct process_event {
     __u32 _pad;
     char comm[TASK_COMM_LEN];
     char filename[EXEC_FILENAME_SIZE];
+};
+
+struct address_request {
+    __u32 type;
+    __u32 pid;
+    __u32 fd;
+    __u32 _pad;
+    __u64 conn_id;
 };
 
 /* An entry user space puts in the flush queue before it pulls the flush trigger. */

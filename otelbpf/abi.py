@@ -30,6 +30,7 @@ class EventType(enum.IntEnum):
     EXIT = 4
     MMAP_EXEC = 5
     H2_CHUNK = 6
+    ADDRESS_REQUEST = 7
 
 
 class Role(enum.IntEnum):
@@ -115,6 +116,16 @@ class H2ChunkHeader(ctypes.Structure):
 
 
 H2_CHUNK_SIZE = 8192
+
+
+class AddressRequest(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("conn_id", ctypes.c_uint64),
+    ]
 
 
 class FlushRequest(ctypes.Structure):

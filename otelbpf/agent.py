@@ -10,6 +10,7 @@ metrics pump export on threads of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otelbpf import preflight
-from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Phase
+from otelbpf.abi import AbiLayout, EventType, ExchangeFlag
 from otelbpf.clock import MonotonicToWall
-from otelbpf.connections import ExistingConnections, OwnTraffic
-from otelbpf.decode import Decoder, H2Chunk, ProcessNotice
+from otelbpf.connections import AddressBook, ExistingConnections, OwnTraffic
+from otelbpf.decode import AddressNotice, Decoder, H2Chunk, ProcessNotice
 from otelbpf.exchange import Exchange, Protocol
 from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter
@@ -41,6 +42,7 @@ log = logging.getLogger("otelbpf")
 
 POLL_TIMEOUT_MS = 50
 COUNTER_REFRESH_S = 1.0
+GONE_SCAN_S = 10.0  # look for connections of processes that vanished unnoticed
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Agent:
         self._stop = threading.Event()
         self._records: list[bytes] = []
         self._exited: set[int] = set()
+        self._next_gone_scan = 0.0
         self._warned_tls: set[int] = set()
         self.probes = None
         self.telemetry: Telemetry | None = None
@@ -100,7 +103,8 @@ class Agent:
         self.probes = probes = SocketProbes(settings, choice.mode)
         decoder = Decoder(layout, MonotonicToWall())
         self._seeder = ExistingConnections(probes)
-        self._own = OwnTraffic(refresh_interval_s=0.1)
+        self._own = OwnTraffic()
+        self._addresses = AddressBook()
         self._selector = selector
         self._span_options = SpanOptions(keep_query_values=config.keep_query_values)
         self.tls = TlsWatcher(probes.tls.attach if config.tls else None)
@@ -170,14 +174,18 @@ class Agent:
         while not self._stop.is_set():
             probes.poll(POLL_TIMEOUT_MS)
             self._drain(decoder)
-            self.tls.run_due()
             now = time.monotonic()
-            if now >= next_sweep:
-                self._sweep(force_all=False)
-                next_sweep = now + idle_s / 2
-            if now >= next_counters:
-                self.stats.kernel.update(probes.counters())
-                next_counters = now + COUNTER_REFRESH_S
+            try:
+                self.tls.run_due()
+                if now >= next_sweep:
+                    self._sweep(force_all=False)
+                    next_sweep = now + idle_s / 2
+                if now >= next_counters:
+                    self.stats.kernel.update(probes.counters())
+                    next_counters = now + COUNTER_REFRESH_S
+            except Exception:  # a bug of ours must not stop tracing: say it, count it, go on
+                self.stats.internal_errors += 1
+                log.exception("internal error in the agent's housekeeping (tracing goes on)")
 
     def _shutdown(self, decoder: Decoder) -> None:
         probes = self.probes
@@ -201,15 +209,29 @@ class Agent:
     def _drain(self, decoder: Decoder) -> None:
         records, self._records[:] = list(self._records), []
         for record in records:
-            item = decoder.decode(record)
-            if isinstance(item, H2Chunk):
-                self._on_streams(self.h2.on_chunk(item))
-            elif isinstance(item, Exchange):
-                self._on_exchange(item)
-            elif isinstance(item, ProcessNotice):
-                self._on_process(item)
-            else:
-                self.stats.bad_records += 1
+            try:
+                item = decoder.decode(record)
+                if isinstance(item, H2Chunk):
+                    if item.peer is None or item.local is None:
+                        local, peer = self._addresses.fill(item.conn_id, item.local, item.peer)
+                        item = dataclasses.replace(item, local=local, peer=peer)
+                    self._on_streams(self.h2.on_chunk(item))
+                elif isinstance(item, Exchange):
+                    if item.peer is None or item.local is None:
+                        item.local, item.peer = self._addresses.fill(
+                            item.conn_id, item.local, item.peer
+                        )
+                    self._on_exchange(item)
+                elif isinstance(item, AddressNotice):
+                    self._addresses.learn(item.pid, item.fd, item.conn_id)
+                elif isinstance(item, ProcessNotice):
+                    self._on_process(item)
+                else:
+                    self.stats.bad_records += 1
+            except Exception:  # one bad record costs that record, never the agent
+                self.stats.internal_errors += 1
+                if self.stats.internal_errors <= 10:
+                    log.exception("internal error on a record (counted; tracing goes on)")
 
     def _on_exchange(self, exchange: Exchange) -> None:
         stats = self.stats
@@ -288,30 +310,35 @@ class Agent:
             self._warned_tls.discard(notice.pid)
 
     def _sweep(self, force_all: bool) -> None:
-        """Flush idle exchanges, and everything of processes that are gone, in the kernel."""
+        """Flush idle exchanges, and everything of processes that are gone, in the kernel.
+
+        Candidates come from the kernel's small `answered` map; the kernel itself checks which
+        are idle. Connections of processes that exited (the kernel closes their sockets
+        without a close() call) are looked for only after exits, or every GONE_SCAN_S.
+        """
         probes = self.probes
-        idle_ns = 0 if force_all else self.config.idle_flush_ms * 1_000_000
-        now = time.monotonic_ns()
-        requests: list[tuple[int, bool]] = []
+        self._own.refresh()
+        requests = [(key, False) for key in probes.answered_keys()]
         gone_keys: list[int] = []
-        gone_pids: set[int] = set()
-        for key, pid, phase, end_ns in probes.connections():
-            dead = pid in self._exited or not os.path.exists(f"/proc/{pid}")
-            if dead:
-                gone_keys.append(key)
-                gone_pids.add(pid)
-                if phase != Phase.IDLE:
+        now = time.monotonic()
+        if force_all or self._exited or now >= self._next_gone_scan:
+            self._next_gone_scan = now + GONE_SCAN_S
+            alive: dict[int, bool] = {}
+            for key in probes.connection_keys():
+                pid = key >> 32
+                if pid not in alive:
+                    alive[pid] = pid not in self._exited and os.path.exists(f"/proc/{pid}")
+                if not alive[pid]:
+                    gone_keys.append(key)
                     requests.append((key, True))
-            elif phase == Phase.RESPONSE and now - end_ns >= idle_ns:
-                requests.append((key, False))
+            for pid, is_alive in alive.items():
+                if not is_alive:
+                    probes.forget_pid(pid)
+            self._exited.clear()
         if requests:
             probes.flush(requests)
         if gone_keys:
             probes.forget_connections(gone_keys)
-        for pid in self._exited | gone_pids:
-            if not os.path.exists(f"/proc/{pid}"):
-                probes.forget_pid(pid)
-        self._exited.clear()
 
 
 def install_signal_handlers(agent: Agent) -> None:

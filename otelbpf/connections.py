@@ -12,7 +12,9 @@ import itertools
 import logging
 import os
 import platform
+import socket
 import time
+from collections import OrderedDict
 from typing import NamedTuple, Protocol
 
 import psutil
@@ -154,22 +156,69 @@ class ExistingConnections:
                 self._probes.seed_blocked_accept(pid, tid, nr, fd, args[1])
 
 
+class AddressBook:
+    """Addresses of connections the kernel could not learn (accept with a NULL sockaddr), read
+    from /proc when the kernel asks, and filled into their exchanges. Bounded."""
+
+    def __init__(self, capacity: int = 16384) -> None:
+        self._known: OrderedDict[int, tuple[SocketAddress, SocketAddress]] = OrderedDict()
+        self._capacity = capacity
+
+    def learn(self, pid: int, fd: int, conn_id: int) -> bool:
+        inode = procfs.socket_fds(pid).get(fd)
+        if inode is None:
+            return False
+        sock = procfs.read_tcp_table(pid).get(inode)
+        if sock is None:
+            return False
+        self._known[conn_id] = (sock.local, sock.remote)
+        while len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+        return True
+
+    def fill(
+        self, conn_id: int, local: SocketAddress | None, peer: SocketAddress | None
+    ) -> tuple[SocketAddress | None, SocketAddress | None]:
+        known = self._known.get(conn_id)
+        if known is None:
+            return local, peer
+        return local or known[0], peer or known[1]
+
+
 class OwnTraffic:
-    """The agent's own sockets, to drop exchanges whose peer is the agent (its exports)."""
+    """The agent's own sockets, to drop exchanges whose peer is the agent (its exports seen
+    from a traced collector on this host).
 
-    def __init__(self, refresh_interval_s: float = 1.0) -> None:
-        self._process = psutil.Process()
+    The agent's local ports come from its own descriptors (getsockname on a dup of each
+    socket fd), re-read only when the set of its socket fds changed; the check runs when a
+    server exchange comes from a local peer whose port is not known yet, at most every
+    CHECK_INTERVAL_S, and on every sweep.
+    """
+
+    CHECK_INTERVAL_S = 0.01
+
+    def __init__(self) -> None:
         self._endpoints: set[SocketAddress] = set()
-        self._interval = refresh_interval_s
-        self._refreshed = 0.0
+        self._socket_fds: dict[int, int] = {}
+        self._checked = 0.0
+        self._local_addresses = _local_addresses()
 
-    def _refresh(self) -> None:
-        self._refreshed = time.monotonic()
-        try:
-            connections = self._process.net_connections(kind="tcp")
-        except psutil.Error:
+    def refresh(self) -> None:
+        self._checked = time.monotonic()
+        fds = procfs.socket_fds(os.getpid())
+        if fds == self._socket_fds:
             return
-        self._endpoints = {SocketAddress(c.laddr.ip, c.laddr.port) for c in connections if c.laddr}
+        self._socket_fds = fds
+        endpoints = set()
+        for fd in fds:
+            try:
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    address = sock.getsockname()
+            except OSError:
+                continue
+            if isinstance(address, tuple) and len(address) >= 2:
+                endpoints.add(SocketAddress(_unmapped(address[0]), address[1]))
+        self._endpoints = endpoints
 
     def is_own(self, exchange: Exchange) -> bool:
         peer = exchange.peer
@@ -177,7 +226,23 @@ class OwnTraffic:
             return False
         if peer in self._endpoints:
             return True
-        if time.monotonic() - self._refreshed >= self._interval:
-            self._refresh()
+        if peer.address not in self._local_addresses:
+            return False  # the agent's exports to another host are that host's concern
+        if time.monotonic() - self._checked >= self.CHECK_INTERVAL_S:
+            self.refresh()
             return peer in self._endpoints
         return False
+
+
+def _unmapped(address: str) -> str:
+    return address.removeprefix("::ffff:") if address.startswith("::ffff:") else address
+
+
+def _local_addresses() -> set[str]:
+    addresses = {"127.0.0.1", "::1"}
+    try:
+        for entries in psutil.net_if_addrs().values():
+            addresses.update(_unmapped(e.address.split("%")[0]) for e in entries)
+    except OSError:
+        pass
+    return addresses

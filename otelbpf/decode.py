@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from otelbpf.abi import (
     AbiLayout,
+    AddressRequest,
     Endpoint,
     EventType,
     ExchangeFlag,
@@ -48,6 +49,15 @@ class H2Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class AddressNotice:
+    """The kernel could not learn a new connection's addresses: read them from /proc now."""
+
+    pid: int
+    fd: int
+    conn_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessNotice:
     kind: EventType  # EXEC, FORK, EXIT or MMAP_EXEC
     pid: int
@@ -73,7 +83,7 @@ class Decoder:
         self._chunk_header_size = ctypes.sizeof(H2ChunkHeader)
         self._clock = clock
 
-    def decode(self, record: bytes) -> Exchange | ProcessNotice | None:
+    def decode(self, record: bytes) -> Exchange | H2Chunk | ProcessNotice | AddressNotice | None:
         """None for a record too short for its type (counted by the caller)."""
         if len(record) < 4:
             return None
@@ -82,6 +92,11 @@ class Decoder:
             if len(record) < self._exchange_size:
                 return None
             return self._exchange(self._exchange_type.from_buffer_copy(record))
+        if kind == EventType.ADDRESS_REQUEST:
+            if len(record) < ctypes.sizeof(AddressRequest):
+                return None
+            request = AddressRequest.from_buffer_copy(record)
+            return AddressNotice(request.pid, request.fd, request.conn_id)
         if kind == EventType.H2_CHUNK:
             if len(record) < self._chunk_header_size:
                 return None

@@ -19,6 +19,7 @@ class AgentStats:
         self.outcomes: Tally[str] = Tally()  # exchanges that gave no span, by why
         self.kernel: dict[Counter, int] = {counter: 0 for counter in Counter}
         self.bad_records = 0  # ring-buffer records too short for their type
+        self.internal_errors = 0  # exceptions of our own, caught so tracing goes on
 
     def skipped(self, outcome: str) -> None:
         self.outcomes[outcome] += 1
@@ -60,4 +61,6 @@ class AgentStats:
             parts.append(f"{self.kernel[Counter.CONN_FULL]} connections untracked (map full)")
         if self.bad_records:
             parts.append(f"{self.bad_records} malformed records")
+        if self.internal_errors:
+            parts.append(f"{self.internal_errors} internal errors")
         return ", ".join(parts)

@@ -102,11 +102,18 @@ def compile_program(settings: ProbeSettings, agent_pid: int | None = None) -> ob
         ) from None
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by bcc's in-process clang back to the system (glibc keeps it)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class SocketProbes:
     def __init__(self, settings: ProbeSettings, mode: ProbeMode) -> None:
         self.settings = settings
         self.mode = mode
         self.bpf = compile_program(settings)
+        release_freed_memory()  # clang's compile leaves ~100 MiB of freed heap in the process
         self._bcc = import_bcc()
         self.attached: list[str] = []
         self._conns = self.bpf["conns"]
@@ -277,17 +284,23 @@ class SocketProbes:
             totals[Counter(index)] = sum(table[ctypes.c_int(index)])
         return totals
 
-    def connections(self) -> list[tuple[int, int, int, int]]:
-        """(key, pid, phase, end_ns) for every tracked connection, read in batches."""
-        rows = []
+    def answered_keys(self) -> list[int]:
+        """Connections whose exchange has its answer (the idle sweep's candidates)."""
+        return self._map_keys(self.bpf["answered"])
+
+    def connection_keys(self) -> list[int]:
+        """Every tracked connection's key, without reading the (big) values: a batch read
+        would allocate max_entries values (16384 x 2.8 KiB) on every call."""
+        return [key.value for key in self._conns.keys()]  # noqa: SIM118 (a bcc table)
+
+    @staticmethod
+    def _map_keys(table: object) -> list[int]:
         try:
-            items = self._conns.items_lookup_batch()
-            for key, value in items:
-                rows.append((key.value, value.ev.pid, value.phase, value.ev.end_ns))
+            keys = [key for key, _ in table.items_lookup_batch()]
         except Exception:  # kernels without batch lookups: one key at a time
-            for key, value in self._conns.items():
-                rows.append((key.value, value.ev.pid, value.phase, value.ev.end_ns))
-        return rows
+            keys = list(table.keys())  # noqa: SIM118 (a bcc table)
+        # batch lookups give plain ints, iteration gives ctypes keys
+        return [getattr(key, "value", key) for key in keys]
 
     def flush(self, requests: list[tuple[int, bool]]) -> None:
         """Ask the kernel to emit these connections' exchanges; it checks idleness itself."""
