@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command set-up on Debian 12 (as root): installs what is missing and leaves the agent at
 # .venv/bin/otelbpf. `./setup.sh --test` also installs what the test suite runs (nginx, curl,
-# pytest and friends). Safe to run again: it only installs what is missing.
+# openssl, gnutls-cli, Go, Node.js, pytest and friends). Safe to run again: it only installs
+# what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,6 +28,10 @@ fi
 if [ "$with_tests" = 1 ]; then
     need nginx                # a real server under test
     need curl                 # a real client under test
+    need openssl              # makes the TLS tests' certificate
+    need gnutls-bin           # gnutls-cli: a GnuTLS client under test
+    need golang-go            # builds the Go crypto/tls server under test
+    command -v node >/dev/null 2>&1 || need nodejs   # a Node.js https server under test
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need python3-venv

@@ -399,7 +399,7 @@ static __always_inline int marked_h2(struct conn_state *conn) {
 
 /* Data moved on a tracked connection: pair it into the exchange in progress. */
 static __always_inline void on_data(struct conn_state *conn, const struct io_args *io,
-                                    __u64 bytes, __u64 pid_tgid) {
+                                    __u64 bytes, __u64 pid_tgid, __u64 now) {
     if (conn->ev.role == ROLE_UNKNOWN) {
         /* A connection older than the agent, whose role /proc could not tell: servers read
          * the request first, clients write it. */
@@ -411,7 +411,6 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
         return;
     }
     int is_request = (conn->ev.role == ROLE_SERVER) == (io->dir == DIR_INGRESS);
-    __u64 now = bpf_ktime_get_ns();
     int starts_exchange = is_request && conn->phase != PHASE_REQUEST;
 
     if (is_request) {
@@ -514,7 +513,7 @@ static __always_inline int io_exit(__s32 nr, __s64 ret) {
         return 0;
     struct conn_state *conn = conns.lookup(&io.conn_key);
     if (conn)
-        on_data(conn, &io, (__u64)ret, pid_tgid);
+        on_data(conn, &io, (__u64)ret, pid_tgid, bpf_ktime_get_ns());
     return 0;
 }
 
@@ -802,6 +801,7 @@ struct tls_call {
     const void *buf;
     const void *length_out; /* SSL_*_ex: where the library writes the byte count */
     __u64 length;           /* the bytes a write was asked to send */
+    __u64 entered_ns;
     __u8 dir;
     __u8 int_return; /* the function returns int: only EAX is meaningful (-1 is 0xffffffff) */
     __u8 counted;    /* a write counted at entry */
@@ -837,7 +837,7 @@ static __always_inline int tls_count_write(__u32 tgid, __u64 session, const void
     if (!conn)
         return 0;
     struct io_args io = {.buf = buf, .kind = IO_FLAT, .dir = DIR_EGRESS, .nr = -1};
-    on_data(conn, &io, length, pid_tgid);
+    on_data(conn, &io, length, pid_tgid, bpf_ktime_get_ns());
     return 1;
 }
 
@@ -851,6 +851,7 @@ static __always_inline int tls_enter(__u64 session, const void *buf, const void 
                             .buf = buf,
                             .length_out = length_out,
                             .length = length,
+                            .entered_ns = bpf_ktime_get_ns(),
                             .dir = dir,
                             .int_return = int_return};
     if (dir == DIR_EGRESS)
@@ -915,7 +916,9 @@ static __always_inline int tls_exit(__s64 ret) {
     if (!conn->tls)
         bind_tls(tgid, call.session, conn->ev.fd, conn);
     struct io_args io = {.buf = call.buf, .kind = IO_FLAT, .dir = call.dir, .nr = -1};
-    on_data(conn, &io, bytes, pid_tgid);
+    /* a write handed its bytes over when it was called; a read has them when it returns */
+    __u64 at = call.dir == DIR_EGRESS ? call.entered_ns : bpf_ktime_get_ns();
+    on_data(conn, &io, bytes, pid_tgid, at);
     return 0;
 }
 
@@ -985,7 +988,7 @@ static __always_inline int go_tls_enter(struct pt_regs *ctx, __u8 dir) {
         if (conn && ctx->cx > 0) {
             go_tls_own(conn);
             struct io_args io = {.buf = call.buf, .kind = IO_FLAT, .dir = DIR_EGRESS, .nr = -1};
-            on_data(conn, &io, ctx->cx, pid_tgid);
+            on_data(conn, &io, ctx->cx, pid_tgid, bpf_ktime_get_ns());
         }
         return 0;
     }
@@ -1014,7 +1017,7 @@ static __always_inline int go_tls_return(struct pt_regs *ctx) {
     }
     go_tls_own(conn);
     struct io_args io = {.buf = call.buf, .kind = IO_FLAT, .dir = call.dir, .nr = -1};
-    on_data(conn, &io, n, pid_tgid);
+    on_data(conn, &io, n, pid_tgid, bpf_ktime_get_ns());
     return 0;
 }
 

@@ -75,7 +75,6 @@ def python_tls_server(port: int, cert: tuple[Path, Path]) -> Background:
 
 @pytest.fixture
 def tls_server(cert: tuple[Path, Path]) -> Iterator[tuple[Background, int]]:
-
     port = free_port()
     running = python_tls_server(port, cert)
     yield running, port
@@ -119,7 +118,9 @@ def wait_kinds(
     return receiver.spans()
 
 
-def wait_for_log(receiver: OtlpReceiver, agent: AgentProcess, pattern: str, timeout: float = 20):
+def wait_for_log(
+    receiver: OtlpReceiver, agent: AgentProcess, pattern: str, timeout: float = 20
+) -> re.Match[str] | None:
     """The agent's log line matching pattern (polled through the receiver's wait), or None."""
     regex = re.compile(pattern, re.MULTILINE)
     receiver.wait_for_spans(lambda _s: regex.search(agent.stderr) is not None, timeout)
@@ -136,6 +137,17 @@ def summary_counts(agent: AgentProcess) -> dict[str, int]:
     }
 
 
+def describe(agent: AgentProcess, spans: list[ReceivedSpan]) -> str:
+    """For failure messages: what arrived, and what the agent logged."""
+    lines = [
+        f"{s.kind} {s.name} {s.attributes.get('url.full') or s.attributes.get('url.path')} "
+        f"{s.attributes.get('http.response.status_code')} pid={s.resource.get('process.pid')} "
+        f"service={s.resource.get('service.name')}"
+        for s in sorted(spans, key=lambda s: s.start_ns)
+    ]
+    return "spans:\n" + "\n".join(lines) + "\nagent log:\n" + agent.stderr
+
+
 def maps_of(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
@@ -148,7 +160,8 @@ def assert_server_span(span: ReceivedSpan, port: int, method: str, path: str, st
     assert attrs["http.response.status_code"] == status
     assert attrs["server.address"] == "127.0.0.1"
     assert attrs["server.port"] == port
-    assert attrs["client.address"] == "127.0.0.1"
+    assert attrs.get("client.address") == "127.0.0.1"
+    assert isinstance(attrs.get("client.port"), int)
     assert attrs["network.protocol.version"] == "1.1"
     assert span.status_code == ("ERROR" if status >= 500 else "UNSET")
     assert span.end_ns >= span.start_ns
@@ -181,7 +194,7 @@ def test_python_https_server_and_client_spans(receiver, tls_server, start_agent)
 
     spans = wait_kinds(receiver, 5, 5)
     servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
-    assert len(servers) == 5 and len(clients) == 5, agent.stderr
+    assert len(servers) == 5 and len(clients) == 5, describe(agent, spans)
     for span in servers:
         assert span.name == "GET /users/{id}"
         assert_server_span(span, port, "GET", "/users/7", 200)
@@ -212,7 +225,7 @@ def test_python_https_statuses_and_handler_duration(receiver, tls_server, start_
 
     spans = wait_kinds(receiver, 4, 4)
     servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
-    assert len(servers) == 4 and len(clients) == 4, agent.stderr
+    assert len(servers) == 4 and len(clients) == 4, describe(agent, spans)
     assert [s.attributes["url.path"] for s in servers] == [
         "/slow",
         "/slow",
@@ -261,7 +274,7 @@ def test_python_client_that_loads_libssl_after_the_agent_started(
 
     spans = wait_kinds(receiver, 0, 3)
     clients = of_kind(spans, "CLIENT", client.pid)
-    assert len(clients) == 3, agent.stderr
+    assert len(clients) == 3, describe(agent, spans)
     assert len(spans) == 3  # the server is not traced
     for span in clients:
         assert span.name == "GET /users/{id}"
@@ -329,9 +342,22 @@ def test_nginx_https_server_and_curl_client_spans(receiver, tls_nginx, start_age
     assert curl_k(f"{base}/fail") == "500"
     assert curl_k("-X", "POST", "--data-binary", "abc", f"{base}/created") == "201"
 
-    spans = wait_kinds(receiver, 5, 5)
+    def ours(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        # --exe curl traces every curl on the host: keep the calls made to this nginx
+        return [
+            s
+            for s in spans
+            if s.kind == "SERVER" or str(s.attributes.get("url.full", "")).startswith(base + "/")
+        ]
+
+    receiver.wait_for_spans(
+        lambda s: len(of_kind(ours(s), "SERVER")) >= 5 and len(of_kind(ours(s), "CLIENT")) >= 5,
+        timeout=20,
+    )
+    receiver.wait_for_spans(lambda s: False, timeout=1.0)
+    spans = ours(receiver.spans())
     servers, clients = of_kind(spans, "SERVER"), of_kind(spans, "CLIENT")
-    assert len(servers) == 5 and len(clients) == 5, agent.stderr
+    assert len(servers) == 5 and len(clients) == 5, describe(agent, receiver.spans())
 
     assert {s.resource["process.pid"] for s in servers} <= set(tls_nginx.worker_pids())
     assert {s.resource["service.name"] for s in servers} == {"nginx"}
@@ -357,7 +383,10 @@ def test_nginx_https_server_and_curl_client_spans(receiver, tls_nginx, start_age
         assert span.attributes["server.port"] == tls_nginx.port
     # each client span encloses its server span: the same exchange seen from both ends
     for client, server in zip(clients, servers, strict=True):
-        assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns
+        assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns, (
+            f"{client.name}: client {client.start_ns}..{client.end_ns}, "
+            f"server {server.start_ns}..{server.end_ns}\n" + describe(agent, spans)
+        )
 
 
 # ---------------------------------------------------------------- Node.js (OpenSSL linked in)
@@ -383,7 +412,7 @@ def test_node_https_server_spans(receiver, cert, start_agent, owned):
 
     spans = wait_kinds(receiver, 9, 0)
     servers = of_kind(spans, "SERVER", server.pid)
-    assert len(servers) == 9, agent.stderr
+    assert len(servers) == 9, describe(agent, spans)
     assert len(spans) == 9  # only node is traced
     assert {s.resource["service.name"] for s in servers} == {"node"}
     assert {s.resource["process.executable.name"] for s in servers} == {"node"}
@@ -458,7 +487,7 @@ def test_go_https_server_spans(receiver, cert, start_agent, owned, tmp_path):
 
     spans = wait_kinds(receiver, 8, 0)
     servers = of_kind(spans, "SERVER", server.pid)
-    assert len(servers) == 8, agent.stderr
+    assert len(servers) == 8, describe(agent, spans)
     assert len(spans) == 8  # only the Go server is traced
     assert {s.resource["service.name"] for s in servers} == {GO_BINARY}
     expected = [("GET", "/users/5", 200)] * 3 + [("GET", "/slow", 200)] * 2
@@ -480,9 +509,19 @@ def test_go_https_server_spans(receiver, cert, start_agent, owned, tmp_path):
 # ---------------------------------------------------------------- GnuTLS (gnutls-cli)
 
 
-def gnutls_cli(port: int) -> subprocess.Popen[str]:
+def gnutls_cli_on_cue(port: int) -> subprocess.Popen[str]:
+    """A shell that waits for a line on stdin, then becomes gnutls-cli (exec: the same pid).
+
+    Selected with --pid before it runs gnutls-cli, so the agent traces it from the start, and
+    libgnutls is mapped only after the agent started."""
     return subprocess.Popen(
-        [require("gnutls-cli"), "--insecure", "--port", str(port), "127.0.0.1"],
+        [
+            "sh",
+            "-c",
+            'read cue && exec "$0" --insecure --port "$1" 127.0.0.1',
+            require("gnutls-cli"),
+            str(port),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -502,39 +541,48 @@ def gnutls_request(cli: subprocess.Popen[str], port: int, path: str) -> str:
     return output
 
 
-def test_gnutls_cli_client_spans(receiver, tls_server, start_agent):
+@pytest.fixture
+def gnutls_clis(tls_server) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str]]]:
     _server, port = tls_server
-    agent = start_agent(["--exe", "gnutls-cli"], agent_env(receiver))
+    clis = (gnutls_cli_on_cue(port), gnutls_cli_on_cue(port))
+    yield clis
+    for cli in clis:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
 
-    # the first gnutls-cli maps libgnutls after the agent started: it waits, handshake done,
-    # until the agent has hooked the library, then sends its request
-    first = gnutls_cli(port)
-    try:
-        for line in first.stdout:
-            if line.startswith("- Simple Client Mode"):
-                break
-        hooked = wait_for_log(receiver, agent, r"TLS: hooked \S*libgnutls\.so")
-        assert hooked is not None, f"libgnutls was never hooked:\n{agent.stderr}"
-        output = gnutls_request(first, port, "/users/5")
-    finally:
-        first.kill()
-        first.wait()
+
+def test_gnutls_cli_client_spans(receiver, tls_server, gnutls_clis, start_agent):
+    _server, port = tls_server
+    first, second = gnutls_clis
+    for cli in gnutls_clis:
+        assert "libgnutls" not in maps_of(cli.pid)
+    agent = start_agent(["--pid", str(first.pid), "--pid", str(second.pid)], agent_env(receiver))
+
+    # the first becomes gnutls-cli, handshakes, and waits until the agent has hooked
+    # libgnutls (hooking cannot be instantaneous) before it sends its request
+    first.stdin.write("go\n")
+    first.stdin.flush()
+    for line in first.stdout:
+        if line.startswith("- Simple Client Mode"):
+            break
+    assert "libgnutls" in maps_of(first.pid)
+    hooked = wait_for_log(receiver, agent, r"TLS: hooked \S*libgnutls\.so")
+    assert hooked is not None, f"libgnutls was never hooked:\n{agent.stderr}"
+    output = gnutls_request(first, port, "/users/5")
     assert "HTTP/1.1 200" in output
-    # the second finds the library hooked already: its request goes at once
-    second = gnutls_cli(port)
-    try:
-        output = gnutls_request(second, port, "/status/404")
-    finally:
-        second.kill()
-        second.wait()
+    # the second finds the library hooked already: its request is there as soon as it runs
+    second.stdin.write("go\n")
+    output = gnutls_request(second, port, "/status/404")
     assert "HTTP/1.1 404" in output
 
     spans = wait_kinds(receiver, 0, 2)
     clients = of_kind(spans, "CLIENT")
-    assert len(clients) == 2, agent.stderr
+    assert len(clients) == 2, describe(agent, spans)
     assert len(spans) == 2  # the server is not traced
     assert [s.resource["process.pid"] for s in clients] == [first.pid, second.pid]
     assert {s.resource["service.name"] for s in clients} == {"gnutls-cli"}
+    assert {s.resource["process.executable.name"] for s in clients} == {"gnutls-cli"}
     ok, missing = clients
     assert ok.name == "GET /users/{id}"
     assert_client_span(ok, f"https://127.0.0.1:{port}/users/5", "GET", 200)

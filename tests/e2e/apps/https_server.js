@@ -23,7 +23,14 @@ const server = https.createServer(
       req.on("data", (chunk) => (size += chunk.length));
       req.on("end", () => send(res, 201, String(size)));
     } else if (path === "/slow") {
-      setTimeout(() => send(res, 200, "slow"), 20);
+      // libuv's timers may fire up to a millisecond early (the loop's cached clock): wait
+      // out whatever of the 20 ms remains, so the handler really takes at least 20 ms
+      const started = process.hrtime.bigint();
+      const finish = () => {
+        if (process.hrtime.bigint() - started < 20000000n) return setImmediate(finish);
+        send(res, 200, "slow");
+      };
+      setTimeout(finish, 20);
     } else if (path.startsWith("/status/")) {
       send(res, Number(path.split("/")[2]), "status");
     } else {
