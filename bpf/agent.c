@@ -61,6 +61,10 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 BPF_HASH(allowed_pids, __u32, __u8, 65536);       /* tgid -> 1: processes being traced */
 BPF_HASH(selector_ports, __u16, __u8, 256);       /* TCP port -> 1: --port selectors */
+struct comm_key {
+    char comm[TASK_COMM_LEN];
+};
+BPF_HASH(selector_comms, struct comm_key, __u8, 256); /* --exe NAME without wildcards */
 BPF_ARRAY(settings, __u64, SETTING_MAX);
 BPF_PERCPU_ARRAY(counters, __u64, COUNTER_MAX);
 BPF_ARRAY(conn_ids, __u64, 1);                    /* next connection id */
@@ -757,6 +761,12 @@ static __always_inline int process_exec(struct sched_process_exec_ctx *args) {
         return 0;
     event->ppid = 0;
     bpf_get_current_comm(&event->comm, sizeof(event->comm));
+    /* an --exe selector that is a plain name is matched here, before the program runs a
+     * single instruction: a client that lives a few milliseconds is still traced whole */
+    struct comm_key name = {};
+    __builtin_memcpy(name.comm, event->comm, TASK_COMM_LEN);
+    if (selector_comms.lookup(&name))
+        allow(event->pid);
     unsigned short offset = args->data_loc_filename & 0xFFFF;
     bpf_probe_read_kernel_str(event->filename, sizeof(event->filename), (char *)args + offset);
     events.ringbuf_output(event, sizeof(*event), BPF_RB_FORCE_WAKEUP);

@@ -114,6 +114,7 @@ class Agent:
             probes.attach()
             probes.set_trace_all(config.selectors.trace_all)
             probes.select_ports(config.selectors.ports)
+            probes.select_names(config.selectors.exact_names)
             for pid in initial_pids:
                 probes.allow_pid(pid)
             targets = self._seed_targets(initial_pids)

@@ -28,6 +28,16 @@ class Selectors:
     def trace_all(self) -> bool:
         return not (self.pids or self.ports or self.exe_globs)
 
+    @property
+    def exact_names(self) -> tuple[str, ...]:
+        """--exe selectors the kernel can match at exec: plain names of a process's comm
+        (no wildcard, no path, at most 15 bytes: the kernel's comm is truncated there)."""
+        return tuple(
+            glob
+            for glob in self.exe_globs
+            if not any(c in glob for c in "*?[/") and 0 < len(glob.encode()) <= 15
+        )
+
 
 @dataclass
 class ProcessSelector:

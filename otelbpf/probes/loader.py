@@ -19,6 +19,7 @@ from otelbpf.abi import (
     AGENT_SOURCE,
     COUNTER_MAX,
     FLUSH_QUEUE_SIZE,
+    TASK_COMM_LEN,
     AbiLayout,
     Counter,
     Endpoint,
@@ -199,6 +200,14 @@ class SocketProbes:
             table[ctypes.c_uint16(port)] = ctypes.c_uint8(1)
             count += 1
         self._set(Setting.PORT_FILTER, int(count > 0))
+
+    def select_names(self, names: Iterable[str]) -> None:
+        """Executable names the kernel matches at exec itself (exact, at most 15 bytes)."""
+        table = self.bpf["selector_comms"]
+        for name in names:
+            key = table.Key()
+            key.comm = name.encode()[: TASK_COMM_LEN - 1]
+            table[key] = ctypes.c_uint8(1)
 
     def allow_pid(self, pid: int) -> None:
         self._allowed[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
