@@ -251,13 +251,38 @@ static __always_inline void drop_exchange(struct conn_state *conn) {
     conn->ev.end_ns = 0;
 }
 
+/* Exchange events go out compact: the fixed fields, then only the captured request and
+ * response bytes (typically a few hundred of the 1.5 KiB the buffers hold). */
+struct exchange_buffer {
+    __u8 data[sizeof(struct exchange_event) + HEAD_SLACK];
+};
+BPF_PERCPU_ARRAY(exchange_scratch, struct exchange_buffer, 1);
+
+static __always_inline void emit_exchange(struct conn_state *conn) {
+    __u32 zero = 0;
+    struct exchange_buffer *buffer = exchange_scratch.lookup(&zero);
+    if (!buffer)
+        return;
+    const __u32 header = __builtin_offsetof(struct exchange_event, request);
+    bpf_probe_read_kernel(buffer->data, header, &conn->ev);
+    __u32 request_len = conn->ev.request_len;
+    if (request_len > REQUEST_HEAD_SIZE)
+        request_len = REQUEST_HEAD_SIZE;
+    __u32 response_len = conn->ev.response_len;
+    if (response_len > RESPONSE_HEAD_SIZE)
+        response_len = RESPONSE_HEAD_SIZE;
+    bpf_probe_read_kernel(buffer->data + header, request_len, conn->ev.request);
+    bpf_probe_read_kernel(buffer->data + header + request_len, response_len, conn->ev.response);
+    emit(buffer->data, header + request_len + response_len);
+}
+
 /* Emit the exchange held in conn and make room for the next one. */
 static __always_inline void finish_exchange(struct conn_state *conn, __u32 flags) {
     if (conn->phase == PHASE_REQUEST)
         flags |= EXCHANGE_F_NO_RESPONSE;
     conn->ev.flags |= flags;
     bpf_get_current_comm(&conn->ev.comm, sizeof(conn->ev.comm));
-    emit(&conn->ev, sizeof(conn->ev));
+    emit_exchange(conn);
     conn->ev.flags &= (EXCHANGE_F_ROLE_INFERRED | EXCHANGE_F_SEEDED | EXCHANGE_F_TLS);
     drop_exchange(conn);
 }

@@ -24,7 +24,7 @@
 
 #define TASK_COMM_LEN 16
 #define EXEC_FILENAME_SIZE 256
-#define FLUSH_QUEUE_SIZE 256
+#define FLUSH_QUEUE_SIZE 64
 
 enum event_type {
     EVENT_EXCHANGE = 1, /* struct exchange_event: one request/response exchange */
@@ -75,6 +75,8 @@ struct endpoint {
     __u32 _pad;
 };
 
+/* An exchange as the conns map holds it. The ring-buffer record is this struct cut after
+ * response_len, followed by request_len request bytes, then response_len response bytes. */
 struct exchange_event {
     __u32 type;
     __u32 flags;

@@ -20,7 +20,7 @@ AGENT_SOURCE = BPF_DIR / "agent.c"  # includes sockets.c and tls.c
 
 TASK_COMM_LEN = 16
 EXEC_FILENAME_SIZE = 256
-FLUSH_QUEUE_SIZE = 256
+FLUSH_QUEUE_SIZE = 64
 
 
 class EventType(enum.IntEnum):
@@ -134,6 +134,14 @@ class FlushRequest(ctypes.Structure):
 
 def _exchange_fields(request_size: int, response_size: int) -> list[tuple[str, type]]:
     return [
+        *_header_fields(),
+        ("request", ctypes.c_uint8 * request_size),
+        ("response", ctypes.c_uint8 * response_size),
+    ]
+
+
+def _header_fields() -> list[tuple[str, type]]:
+    return [
         ("type", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
         ("pid", ctypes.c_uint32),
@@ -151,9 +159,14 @@ def _exchange_fields(request_size: int, response_size: int) -> list[tuple[str, t
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("request_len", ctypes.c_uint32),
         ("response_len", ctypes.c_uint32),
-        ("request", ctypes.c_uint8 * request_size),
-        ("response", ctypes.c_uint8 * response_size),
     ]
+
+
+class ExchangeHeader(ctypes.Structure):
+    """struct exchange_event up to its heads: the ring-buffer record holds request_len request
+    bytes and then response_len response bytes after it."""
+
+    _fields_ = _header_fields()
 
 
 def _check_head_size(name: str, size: int) -> None:

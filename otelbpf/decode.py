@@ -18,6 +18,7 @@ from otelbpf.abi import (
     Endpoint,
     EventType,
     ExchangeFlag,
+    ExchangeHeader,
     H2ChunkHeader,
     ProcessEvent,
     Role,
@@ -77,8 +78,7 @@ def endpoint_address(endpoint: Endpoint) -> SocketAddress | None:
 
 class Decoder:
     def __init__(self, layout: AbiLayout, clock: MonotonicToWall) -> None:
-        self._exchange_type = layout.exchange_event
-        self._exchange_size = ctypes.sizeof(self._exchange_type)
+        self._header_size = ctypes.sizeof(ExchangeHeader)
         self._process_size = ctypes.sizeof(ProcessEvent)
         self._chunk_header_size = ctypes.sizeof(H2ChunkHeader)
         self._clock = clock
@@ -89,9 +89,9 @@ class Decoder:
             return None
         kind = _TYPE.unpack_from(record)[0]
         if kind == EventType.EXCHANGE:
-            if len(record) < self._exchange_size:
+            if len(record) < self._header_size:
                 return None
-            return self._exchange(self._exchange_type.from_buffer_copy(record))
+            return self._exchange(ExchangeHeader.from_buffer_copy(record), record)
         if kind == EventType.ADDRESS_REQUEST:
             if len(record) < ctypes.sizeof(AddressRequest):
                 return None
@@ -137,12 +137,15 @@ class Decoder:
             comm=header.comm.decode(errors="replace"),
         )
 
-    def _exchange(self, event: object) -> Exchange:
+    def _exchange(self, event: ExchangeHeader, record: bytes) -> Exchange | None:
+        """The fixed fields, then request_len request bytes, then response_len response bytes."""
         to_wall = self._clock.to_wall
         start = to_wall(event.start_ns)
         end = to_wall(event.end_ns) if event.end_ns else start
-        request_len = min(event.request_len, len(event.request))
-        response_len = min(event.response_len, len(event.response))
+        request_end = self._header_size + event.request_len
+        response_end = request_end + event.response_len
+        if response_end > len(record):
+            return None  # a record shorter than it says: counted as malformed
         return Exchange(
             pid=event.pid,
             tid=event.tid,
@@ -157,6 +160,6 @@ class Decoder:
             local=endpoint_address(event.local),
             peer=endpoint_address(event.peer),
             comm=event.comm.decode(errors="replace"),
-            request_head=bytes(event.request[:request_len]),
-            response_head=bytes(event.response[:response_len]),
+            request_head=record[self._header_size : request_end],
+            response_head=record[request_end:response_end],
         )

@@ -292,3 +292,21 @@ def test_lifecycle_tracepoint_layouts() -> None:
     exec_ = _fields("sched/sched_process_exec")
     assert exec_["filename"] == (8, 4)  # __data_loc
     assert exec_["pid"] == (12, 4)
+
+
+def test_exchange_header_is_the_records_prefix(compiled: tuple[AbiLayout, object]) -> None:
+    """The ring-buffer record is struct exchange_event cut where its heads begin."""
+    layout, bpf = compiled
+    c_exchange = dict(_leaf(bpf, "conns")._fields_)["ev"]
+    header_fields = _layout(abi.ExchangeHeader)
+    assert header_fields == _layout(c_exchange)[: len(header_fields)]
+    assert ctypes.sizeof(abi.ExchangeHeader) == c_exchange.request.offset
+
+
+def test_h2_chunk_header_is_the_events_prefix(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    c_chunk = dict(_leaf(bpf, "h2_scratch")._fields_)["ev"]
+    header_fields = _layout(abi.H2ChunkHeader)
+    assert header_fields == _layout(c_chunk)[: len(header_fields)]
+    assert ctypes.sizeof(abi.H2ChunkHeader) == c_chunk.data.offset
+    assert c_chunk.data.size == abi.H2_CHUNK_SIZE
