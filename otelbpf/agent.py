@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otelbpf import preflight
-from otelbpf.abi import AbiLayout, EventType, ExchangeFlag
+from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Role
 from otelbpf.clock import MonotonicToWall
 from otelbpf.connections import AddressBook, ExistingConnections, OwnTraffic
 from otelbpf.decode import AddressNotice, Decoder, H2Chunk, ProcessNotice
-from otelbpf.exchange import Exchange, Protocol
+from otelbpf.exchange import Exchange, Protocol, SocketAddress
 from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter
 from otelbpf.export.http_spans import SpanOptions, http_span
@@ -213,14 +213,16 @@ class Agent:
             try:
                 item = decoder.decode(record)
                 if isinstance(item, H2Chunk):
-                    if item.peer is None or item.local is None:
-                        local, peer = self._addresses.fill(item.conn_id, item.local, item.peer)
+                    if self._needs_addresses(item.role, item.local, item.peer):
+                        local, peer = self._addresses.fill(
+                            item.conn_id, item.local, item.peer, item.pid, item.fd
+                        )
                         item = dataclasses.replace(item, local=local, peer=peer)
                     self._on_streams(self.h2.on_chunk(item))
                 elif isinstance(item, Exchange):
-                    if item.peer is None or item.local is None:
+                    if self._needs_addresses(item.role, item.local, item.peer):
                         item.local, item.peer = self._addresses.fill(
-                            item.conn_id, item.local, item.peer
+                            item.conn_id, item.local, item.peer, item.pid, item.fd
                         )
                     self._on_exchange(item)
                 elif isinstance(item, AddressNotice):
@@ -233,6 +235,13 @@ class Agent:
                 self.stats.internal_errors += 1
                 if self.stats.internal_errors <= 10:
                     log.exception("internal error on a record (counted; tracing goes on)")
+
+    @staticmethod
+    def _needs_addresses(
+        role: Role, local: SocketAddress | None, peer: SocketAddress | None
+    ) -> bool:
+        # a client span needs only its peer; a server span, the peer and its own port
+        return peer is None or (role == Role.SERVER and local is None)
 
     def _on_exchange(self, exchange: Exchange) -> None:
         stats = self.stats

@@ -162,6 +162,7 @@ class AddressBook:
 
     def __init__(self, capacity: int = 16384) -> None:
         self._known: OrderedDict[int, tuple[SocketAddress, SocketAddress]] = OrderedDict()
+        self._tried: OrderedDict[int, None] = OrderedDict()
         self._capacity = capacity
 
     def learn(self, pid: int, fd: int, conn_id: int) -> bool:
@@ -177,9 +178,22 @@ class AddressBook:
         return True
 
     def fill(
-        self, conn_id: int, local: SocketAddress | None, peer: SocketAddress | None
+        self,
+        conn_id: int,
+        local: SocketAddress | None,
+        peer: SocketAddress | None,
+        pid: int = 0,
+        fd: int = -1,
     ) -> tuple[SocketAddress | None, SocketAddress | None]:
         known = self._known.get(conn_id)
+        if known is None and pid and conn_id not in self._tried:
+            # the kernel's request came too late (a busy agent): a kept-alive socket is
+            # still there to read
+            self._tried[conn_id] = None
+            while len(self._tried) > self._capacity:
+                self._tried.popitem(last=False)
+            if self.learn(pid, fd, conn_id):
+                known = self._known.get(conn_id)
         if known is None:
             return local, peer
         return local or known[0], peer or known[1]
