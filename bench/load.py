@@ -13,7 +13,7 @@ from bench.services import require
 PER_CLIENT_RPS = 200  # one h2load client tops out near 250 req/s: stay under it
 
 _UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
-_FINISHED = re.compile(r"finished in (?P<secs>[0-9.]+)s, (?P<rps>[0-9.]+) req/s")
+_FINISHED = re.compile(r"finished in (?P<secs>[0-9.]+)(?P<unit>us|ms|s), (?P<rps>[0-9.]+) req/s")
 _REQUESTS = re.compile(
     r"requests: (?P<total>\d+) total, (?P<started>\d+) started, (?P<done>\d+) done, "
     r"(?P<succeeded>\d+) succeeded, (?P<failed>\d+) failed, (?P<errored>\d+) errored, "
@@ -65,7 +65,7 @@ def parse_summary(text: str) -> dict[str, float]:
     if not (finished and requests and timing):
         raise ValueError(f"cannot parse h2load's output:\n{text}")
     parsed: dict[str, float] = {
-        "secs": float(finished["secs"]),
+        "secs": float(finished["secs"]) * _UNITS[finished["unit"]] / 1e6,
         "rps": float(finished["rps"]),
         "succeeded": int(requests["succeeded"]),
         "failed": int(requests["failed"]) + int(requests["errored"]) + int(requests["timeout"]),
@@ -86,9 +86,18 @@ def read_latencies(log_file: Path) -> list[float]:
     return values
 
 
-def run(url: str, rate: int, duration_s: float, log_file: Path) -> LoadResult:
-    """h2load --h1 -c C --rps R -D duration URL, bounded in time (and so in count)."""
-    clients, per_client = clients_for(rate)
+def run(
+    url: str, rate: int, duration_s: float, log_file: Path, clients: int | None = None
+) -> LoadResult:
+    """h2load --h1 -c C --rps R -D duration URL, bounded in time (and so in count).
+
+    With no `clients`, one client per 200 req/s. The subprocess is killed if h2load outlives
+    its duration by a minute (it can, when a server closes every connection).
+    """
+    if clients is None:
+        clients, per_client = clients_for(rate)
+    else:
+        per_client = max(1, round(rate / clients))
     argv = [
         require("h2load"),
         "--h1",
@@ -99,7 +108,7 @@ def run(url: str, rate: int, duration_s: float, log_file: Path) -> LoadResult:
         "--rps",
         str(per_client),
         "-D",
-        f"{duration_s:g}",
+        f"{round(duration_s * 1000)}ms",
         "--log-file",
         str(log_file),
         url,

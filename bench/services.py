@@ -217,9 +217,23 @@ PROBE_MODE = re.compile(r"otelbpf INFO probe mode: (?P<mode>\S+)")
 SELF_STARTUP = re.compile(r"otelbpf INFO tracing .*started in (?P<s>[0-9.]+)s")
 
 
+# `--agent-src DIR`: run the agent from another copy of the source (a `git archive` of a
+# commit, say), through PYTHONPATH, which comes before the venv's editable install.
+AGENT_SOURCE: Path | None = None
+
+
 def agent_command() -> list[str]:
     script = Path(PYTHON).with_name("otelbpf")
     return [str(script)] if script.exists() else [PYTHON, "-m", "otelbpf.cli"]
+
+
+def agent_env() -> dict[str, str]:
+    env = {**os.environ, **AGENT_ENV}
+    if AGENT_SOURCE is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(AGENT_SOURCE), env.get("PYTHONPATH", "")) if p
+        )
+    return env
 
 
 @dataclass
@@ -263,13 +277,15 @@ class AgentRun:
             "grpc",
             *self.extra_args,
         ]
-        env = {**os.environ, **AGENT_ENV}
+        env = agent_env()
         with (
             open(self.log_dir / f"agent-{self.name}.stdout", "wb") as out,
             open(self.stderr_path, "wb") as err,
         ):
             self.launched_at = time.monotonic()
-            self.process = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=ROOT)
+            self.process = subprocess.Popen(
+                argv, stdout=out, stderr=err, env=env, cwd=AGENT_SOURCE or ROOT
+            )
         deadline = self.launched_at + timeout
         while time.monotonic() < deadline:
             if "otelbpf INFO tracing " in self.stderr:

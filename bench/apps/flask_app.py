@@ -1,4 +1,4 @@
-"""A small Flask app served by Werkzeug's threaded WSGI server, for scenario 2.
+"""A small Flask app served by waitress (a threaded WSGI server with keep-alive), for scenario 2.
 
     python bench/apps/flask_app.py PORT bare
     python bench/apps/flask_app.py PORT otel OTLP_GRPC_ENDPOINT
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 
 from flask import Flask, jsonify
-from werkzeug.serving import WSGIRequestHandler, make_server
+from waitress.server import create_server
 
 app = Flask(__name__)
 
-ITEMS = {n: {"id": n, "name": f"item {n}", "tags": ["a", "b"], "price": n * 1.5} for n in range(100)}
+ITEMS = {
+    n: {"id": n, "name": f"item {n}", "tags": ["a", "b"], "price": n * 1.5} for n in range(100)
+}
 
 
 @app.get("/api/items/<int:item_id>")
@@ -60,20 +61,17 @@ def instrument(endpoint: str) -> tuple[object, object]:
 def main(argv: list[str]) -> int:
     port, mode = int(argv[1]), argv[2]
     providers = instrument(argv[3]) if mode == "otel" else None
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"  # keep-alive, as the load generator expects
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    server.daemon_threads = True
-    stopping = threading.Event()
+    # Werkzeug's own server closes every connection; waitress keeps them alive, as the load
+    # generator's clients expect. 8 threads, its default, one process.
+    server = create_server(app, host="127.0.0.1", port=port, threads=8, ident="bench")
 
     def on_term(_signum: int, _frame: object) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
+        raise SystemExit  # waitress's loop catches it and stops its worker threads
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     print("ready", flush=True)
-    server.serve_forever(poll_interval=0.2)
+    server.run()
     if providers is not None:
         for provider in providers:
             provider.shutdown()  # flush every span and metric point still held
