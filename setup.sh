@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up on Debian 12 (as root): installs what is missing and leaves the agent at
 # .venv/bin/otelbpf. `./setup.sh --test` also installs what the test suite runs (nginx, curl,
-# openssl, gnutls-cli, Go, Node.js, pytest and friends). Safe to run again: it only installs
+# openssl, gnutls-cli, Go, Node.js, h2load, pytest and the benchmark suite's packages). Safe to run again: it only installs
 # what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +30,7 @@ if [ "$with_tests" = 1 ]; then
     need curl                 # a real client under test
     need openssl              # makes the TLS tests' certificate
     need gnutls-bin           # gnutls-cli: a GnuTLS client under test
+    need nghttp2-client       # h2load: the benchmark suite's fixed-rate load (smoke-tested)
     need golang-go            # builds the Go crypto/tls server under test
     command -v node >/dev/null 2>&1 || need nodejs   # a Node.js https server under test
 fi
@@ -58,7 +59,7 @@ ln -sfn /usr/lib/python3/dist-packages/bcc .venv/lib/bcc-dist/bcc
 echo "$PWD/.venv/lib/bcc-dist" > "$site/otelbpf-bcc.pth"
 
 extras=""
-[ "$with_tests" = 1 ] && extras="[test]"
+[ "$with_tests" = 1 ] && extras="[test,bench]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
 
 .venv/bin/otelbpf check

@@ -1,0 +1,388 @@
+"""The three scenarios. Each measures the workload without and with the agent in ONE run.
+
+1. nginx: a traced nginx at fixed request rates (h2load), without and with the agent.
+2. python: a small Flask app, bare, traced by otelbpf, and instrumented in-process by
+   OpenTelemetry's Flask instrumentation, all exporting to the same receiver.
+3. startup: process start to "tracing", and the agent's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import load
+from bench.procs import CpuWindow, cpu_seconds
+from bench.services import AgentRun, Nginx, PythonApp, Receiver
+
+log = logging.getLogger("bench")
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    nginx_rates: tuple[int, ...]
+    nginx_duration_s: float
+    warmup_s: float
+    app_rate: int
+    app_clients: int
+    app_duration_s: float
+    startup_samples: int
+    idle_sample_s: float
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls(
+            quick=False,
+            nginx_rates=(1000, 4000, 10000),
+            nginx_duration_s=30,
+            warmup_s=2,
+            app_rate=300,
+            app_clients=4,
+            app_duration_s=20,
+            startup_samples=3,
+            idle_sample_s=3,
+        )
+
+    @classmethod
+    def smoke(cls) -> Settings:
+        return cls(
+            quick=True,
+            nginx_rates=(500,),
+            nginx_duration_s=2,
+            warmup_s=0.5,
+            app_rate=100,
+            app_clients=2,
+            app_duration_s=2,
+            startup_samples=1,
+            idle_sample_s=0,
+        )
+
+
+@dataclass
+class Results:
+    nginx: list[dict] = field(default_factory=list)
+    python: list[dict] = field(default_factory=list)
+    startup: dict = field(default_factory=dict)
+    agent_starts: list[dict] = field(default_factory=list)  # every agent start of the run
+    probe_mode: str | None = None
+
+
+def _per_request_us(cpu_s: float, requests: int) -> float | None:
+    return cpu_s * 1e6 / requests if requests else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+class Bench:
+    def __init__(self, settings: Settings, work_dir: Path) -> None:
+        self.settings = settings
+        self.work = work_dir
+        self.results = Results()
+        self._starts = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _agent(self, pid: int, receiver: Receiver, name: str) -> AgentRun:
+        self._starts += 1
+        agent = AgentRun(pid, receiver.grpc_endpoint, self.work, f"{self._starts:02d}-{name}")
+        agent.start()
+        self.results.probe_mode = self.results.probe_mode or agent.probe_mode
+        log.info("  agent %s started in %.2fs (pid %d)", name, agent.startup_s, agent.pid)
+        return agent
+
+    def _record_start(self, agent: AgentRun, scenario: str, memory: dict | None = None) -> dict:
+        entry = {
+            "scenario": scenario,
+            "startup_s": agent.startup_s,
+            "self_reported_startup_s": agent.self_reported_startup_s,
+            "stop_s": agent.stop_s,
+            "exit_code": agent.returncode,
+            "rss_after_start_kib": agent.rss_after_start_kib,
+            **(memory or {}),
+        }
+        self.results.agent_starts.append(entry)
+        return entry
+
+    def _warm(self, url: str, rate: int, receiver: Receiver, path: str, name: str) -> None:
+        """A short unmeasured run at the same rate; its spans are let through first."""
+        if self.settings.warmup_s <= 0:
+            return
+        result = load.run(url, rate, self.settings.warmup_s, self.work / f"warm-{name}.log")
+        receiver.settle(path, result.requests, quiet_s=0.6, timeout=10)
+        receiver.clear()
+
+    def _measure(
+        self,
+        url: str,
+        rate: int,
+        duration: float,
+        name: str,
+        target_pid: int,
+        tree: bool,
+        agent: AgentRun | None,
+        receiver: Receiver,
+        path: str,
+        clients: int | None = None,
+    ) -> dict:
+        """One measured run: load, CPU of the target (and agent), latency, spans exported."""
+        target = CpuWindow({"target": target_pid}, tree=tree).start()
+        others = {"receiver": receiver.pid}
+        if agent is not None:
+            others["agent"] = agent.pid
+        side = CpuWindow(others).start()
+        started = time.monotonic()
+        result = load.run(url, rate, duration, self.work / f"{name}.log", clients=clients)
+        target_cpu = target.stop()["target"]
+        # spans still in flight (idle flush, batch delay) belong to this run, and so does the
+        # agent's CPU until they are out
+        spans = receiver.settle(path, result.requests, quiet_s=1.0, timeout=15)
+        side_cpu = side.stop()
+        elapsed = time.monotonic() - started
+        row = {
+            "load": result.as_dict(),
+            "target_cpu_s": target_cpu,
+            "target_cpu_us_per_req": _per_request_us(target_cpu, result.requests),
+            "receiver_cpu_s": side_cpu["receiver"],
+            "window_s": elapsed,
+            "spans": spans,
+            "span_completeness": spans / result.requests if result.requests else None,
+        }
+        if agent is not None:
+            row["agent_alive"] = agent.process.poll() is None
+            if not row["agent_alive"]:
+                log.warning("  the agent died during the run:\n%s", agent.stderr[-3000:])
+            row["agent_cpu_s"] = side_cpu["agent"]
+            row["agent_cpu_us_per_req"] = _per_request_us(side_cpu["agent"], result.requests)
+            row["agent_memory"] = agent.memory()
+        return row
+
+    def _idle_cpu_percent(self, agent: AgentRun) -> float | None:
+        seconds = self.settings.idle_sample_s
+        if seconds <= 0:
+            return None
+        before = cpu_seconds(agent.pid)
+        time.sleep(seconds)
+        return (cpu_seconds(agent.pid) - before) / seconds * 100
+
+    # ------------------------------------------------------------------ scenario 1
+
+    def nginx(self, receiver: Receiver) -> None:
+        rates = self.settings.nginx_rates
+        paths = [f"/{kind}-{rate}.html" for rate in rates for kind in ("base", "agent", "warm")]
+        server = Nginx(self.work / "nginx", paths)
+        try:
+            for rate in rates:
+                self._nginx_rate(server, receiver, rate)
+        finally:
+            server.stop()
+
+    def _nginx_rate(self, server: Nginx, receiver: Receiver, rate: int) -> None:
+        duration = self.settings.nginx_duration_s
+        log.info("nginx at %d req/s for %gs: without the agent", rate, duration)
+        warm = f"/warm-{rate}.html"
+        self._warm(server.url(warm), rate, receiver, warm, f"nginx-{rate}-base")
+        base_path = f"/base-{rate}.html"
+        base = self._measure(
+            server.url(base_path), rate, duration, f"nginx-{rate}-base",
+            server.pid, True, None, receiver, base_path,
+        )  # fmt: skip
+        log.info("nginx at %d req/s: with the agent", rate)
+        agent = self._agent(server.pid, receiver, f"nginx-{rate}")
+        try:
+            idle = self._idle_cpu_percent(agent)
+            self._warm(server.url(warm), rate, receiver, warm, f"nginx-{rate}-agent")
+            agent_path = f"/agent-{rate}.html"
+            traced = self._measure(
+                server.url(agent_path), rate, duration, f"nginx-{rate}-agent",
+                server.pid, True, agent, receiver, agent_path,
+            )  # fmt: skip
+            memory = agent.memory()
+        finally:
+            agent.stop()
+        # the agent flushes every pending exchange when it stops: count again
+        traced["spans"] = receiver.settle(
+            agent_path, traced["load"]["requests"], quiet_s=0.5, timeout=5
+        )
+        served = traced["load"]["requests"]
+        traced["span_completeness"] = traced["spans"] / served if served else None
+        receiver.clear()
+        summary = agent.summary()
+        self._record_start(agent, f"nginx {rate}", memory)
+        row = {
+            "rate": rate,
+            "base": base,
+            "agent": traced,
+            "agent_idle_cpu_percent": idle,
+            "agent_summary": summary,
+            "agent_exit_code": agent.returncode,
+            "agent_stop_s": agent.stop_s,
+            "agent_rss_after_kib": memory["rss_kib"],
+            "agent_hwm_kib": memory["hwm_kib"],
+            "ratios": {
+                "mean_latency": _ratio(traced["load"]["mean_us"], base["load"]["mean_us"]),
+                "p99_latency": _ratio(traced["load"]["p99_us"], base["load"]["p99_us"]),
+                "nginx_cpu_per_req": _ratio(
+                    traced["target_cpu_us_per_req"], base["target_cpu_us_per_req"]
+                ),
+                "total_cpu_per_req": _ratio(
+                    (traced["target_cpu_us_per_req"] or 0) + (traced["agent_cpu_us_per_req"] or 0),
+                    base["target_cpu_us_per_req"],
+                ),
+            },
+        }
+        self.results.nginx.append(row)
+        log.info(
+            "  %d req/s: %d/%d spans, agent %.0f us/req, p99 %.2f -> %.2f ms, %s",
+            rate,
+            traced["spans"],
+            traced["load"]["requests"],
+            traced["agent_cpu_us_per_req"] or 0,
+            (base["load"]["p99_us"] or 0) / 1000,
+            (traced["load"]["p99_us"] or 0) / 1000,
+            summary,
+        )
+
+    # ------------------------------------------------------------------ scenario 2
+
+    def python(self, receiver: Receiver) -> None:
+        for variant in ("bare", "otelbpf", "opentelemetry-instrumentation-flask"):
+            self._python_variant(receiver, variant)
+        bare = self.results.python[0]
+        for row in self.results.python:
+            row["ratios"] = {
+                "mean_latency": _ratio(row["load"]["mean_us"], bare["load"]["mean_us"]),
+                "p99_latency": _ratio(row["load"]["p99_us"], bare["load"]["p99_us"]),
+                "app_cpu_per_req": _ratio(
+                    row["target_cpu_us_per_req"], bare["target_cpu_us_per_req"]
+                ),
+                "total_cpu_per_req": _ratio(
+                    row["total_cpu_us_per_req"], bare["target_cpu_us_per_req"]
+                ),
+            }
+
+    def _python_variant(self, receiver: Receiver, variant: str) -> None:
+        settings = self.settings
+        rate, clients = settings.app_rate, settings.app_clients
+        in_process = variant == "opentelemetry-instrumentation-flask"
+        log.info("flask app at %d req/s for %gs: %s", rate, settings.app_duration_s, variant)
+        app = PythonApp(
+            "otel" if in_process else "bare",
+            receiver.grpc_endpoint if in_process else None,
+            self.work,
+        )
+        agent: AgentRun | None = None
+        path = "/api/items/7"
+        try:
+            if variant == "otelbpf":
+                agent = self._agent(app.pid, receiver, "flask")
+            if settings.warmup_s > 0:
+                load.run(
+                    app.url("/api/items/3"), rate, settings.warmup_s,
+                    self.work / f"warm-flask-{variant}.log", clients=clients,
+                )  # fmt: skip
+                receiver.settle("/api/items/3", 10**9, quiet_s=0.6, timeout=10)
+                receiver.clear()
+            row = self._measure(
+                app.url(path), rate, settings.app_duration_s, f"flask-{variant}",
+                app.pid, False, agent, receiver, path, clients=clients,
+            )  # fmt: skip
+        finally:
+            if agent is not None:
+                row_memory = agent.memory()
+                agent.stop()
+            app.stop()
+        # both exporters flush what they still hold when they stop: count again
+        row["spans"] = receiver.settle(path, row["load"]["requests"], quiet_s=0.5, timeout=5)
+        requests = row["load"]["requests"]
+        row["span_completeness"] = row["spans"] / requests if requests else None
+        receiver.clear()
+        row["variant"] = variant
+        row["total_cpu_us_per_req"] = (row["target_cpu_us_per_req"] or 0) + (
+            row.get("agent_cpu_us_per_req") or 0
+        )
+        if agent is not None:
+            row["agent_summary"] = agent.summary()
+            row["agent_exit_code"] = agent.returncode
+            self._record_start(agent, "flask", row_memory)
+        self.results.python.append(row)
+        log.info(
+            "  %s: app %.0f us/req, total %.0f us/req, mean %.2f ms, p99 %.2f ms, spans %d/%d",
+            variant,
+            row["target_cpu_us_per_req"] or 0,
+            row["total_cpu_us_per_req"],
+            row["load"]["mean_us"] / 1000,
+            (row["load"]["p99_us"] or 0) / 1000,
+            row["spans"],
+            row["load"]["requests"],
+        )
+
+    # ------------------------------------------------------------------ scenario 3
+
+    def startup(self, receiver: Receiver) -> None:
+        """Agent starts on an idle nginx, plus every start of the other scenarios."""
+        server = Nginx(self.work / "nginx-startup", ["/index.html"])
+        try:
+            for _ in range(self.settings.startup_samples):
+                agent = self._agent(server.pid, receiver, "startup")
+                try:
+                    memory = agent.memory()
+                finally:
+                    agent.stop()
+                self._record_start(agent, "startup (idle nginx)", memory)
+        finally:
+            server.stop()
+            receiver.clear()
+        starts = self.results.agent_starts
+        times = [s["startup_s"] for s in starts if s["startup_s"] is not None]
+        own = [s["self_reported_startup_s"] for s in starts if s["self_reported_startup_s"]]
+        stops = [s["stop_s"] for s in starts if s["stop_s"] is not None]
+        idle_rss = [s["rss_after_start_kib"] for s in starts if s["rss_after_start_kib"]]
+        loaded = [r for r in self.results.nginx if r.get("agent_rss_after_kib")]
+        heaviest = max(loaded, key=lambda r: r["rate"]) if loaded else None
+        self.results.startup = {
+            "samples": len(times),
+            "startup_s": _spread(times),
+            "self_reported_startup_s": _spread(own),
+            "stop_s": _spread(stops),
+            "rss_idle_kib": _spread(idle_rss),
+            "rss_after_load_kib": {
+                str(r["rate"]): r["agent_rss_after_kib"] for r in self.results.nginx
+            },
+            "hwm_kib": {str(r["rate"]): r["agent_hwm_kib"] for r in self.results.nginx},
+            "heaviest_rate": heaviest["rate"] if heaviest else None,
+            "exit_codes": sorted({s["exit_code"] for s in starts}, key=str),
+        }
+
+
+def failures(results: Results) -> list[str]:
+    """Agents that died during a run, exited non-zero, or printed no exit summary."""
+    found = []
+    for start in results.agent_starts:
+        if start["exit_code"] != 0:
+            found.append(f"{start['scenario']}: the agent exited {start['exit_code']}")
+    for row in results.nginx:
+        if not row["agent"].get("agent_alive", True):
+            found.append(f"nginx {row['rate']}: the agent died during the run")
+        if not row["agent_summary"]:
+            found.append(f"nginx {row['rate']}: the agent printed no exit summary")
+    for row in results.python:
+        if not row.get("agent_alive", True):
+            found.append(f"flask {row['variant']}: the agent died during the run")
+    return found
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+        "n": len(values),
+    }
