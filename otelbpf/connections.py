@@ -199,6 +199,9 @@ class AddressBook:
         return local or known[0], peer or known[1]
 
 
+NOT_OWN_CAPACITY = 65536
+
+
 class OwnTraffic:
     """The agent's own sockets, to drop exchanges whose peer is the agent (its exports seen
     from a traced collector on this host).
@@ -213,6 +216,7 @@ class OwnTraffic:
 
     def __init__(self) -> None:
         self._endpoints: set[SocketAddress] = set()
+        self._not_own: set[SocketAddress] = set()
         self._socket_fds: dict[int, int] = {}
         self._checked = 0.0
         self._local_addresses = _local_addresses()
@@ -223,6 +227,7 @@ class OwnTraffic:
         if fds == self._socket_fds:
             return
         self._socket_fds = fds
+        self._not_own.clear()  # a new socket of ours may own a port checked before
         endpoints = set()
         for fd in fds:
             try:
@@ -240,11 +245,16 @@ class OwnTraffic:
             return False
         if peer in self._endpoints:
             return True
-        if peer.address not in self._local_addresses:
+        if peer.address not in self._local_addresses or peer in self._not_own:
             return False  # the agent's exports to another host are that host's concern
         if time.monotonic() - self._checked >= self.CHECK_INTERVAL_S:
             self.refresh()
-            return peer in self._endpoints
+            if peer in self._endpoints:
+                return True
+            # checked against our sockets as they are: not ours until they change (bounded)
+            if len(self._not_own) >= NOT_OWN_CAPACITY:
+                self._not_own.clear()
+            self._not_own.add(peer)
         return False
 
 
