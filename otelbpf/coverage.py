@@ -17,7 +17,7 @@ import psutil
 from otelbpf import procfs
 from otelbpf.selection import ProcessSelector, Selectors
 from otelbpf.tlslibs import libraries_of
-from otelbpf.tlswatch import STATUS_PATH
+from otelbpf.tlswatch import status_dir
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,26 @@ class CoverageRow:
     attached: str  # "yes", "no", "off" (--no-tls), "agent not running", or why not hookable
 
 
-def running_agent_status(path: Path = STATUS_PATH) -> dict | None:
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    pid = status.get("agent_pid")
-    return status if isinstance(pid, int) and psutil.pid_exists(pid) else None
+def running_agent_status(directory: Path | None = None) -> dict | None:
+    """What the running agents hooked, merged: a library is hooked if any agent hooked it."""
+    merged: dict | None = None
+    for path in sorted((directory or status_dir()).glob("status-*.json")):
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = status.get("agent_pid")
+        if not (isinstance(pid, int) and psutil.pid_exists(pid)):
+            continue  # an agent that died without cleaning up
+        if merged is None:
+            merged = {"tls_hooking": False, "libraries": [], "unhooked_tls_exchanges": {}}
+        merged["tls_hooking"] = merged["tls_hooking"] or status.get("tls_hooking", True)
+        merged["libraries"] += status.get("libraries", [])
+        for key, count in status.get("unhooked_tls_exchanges", {}).items():
+            merged["unhooked_tls_exchanges"][key] = (
+                merged["unhooked_tls_exchanges"].get(key, 0) + count
+            )
+    return merged
 
 
 def _process_name(pid: int) -> str:
@@ -56,7 +69,7 @@ def coverage(selectors: Selectors, status: dict | None) -> tuple[list[CoverageRo
     if status is not None:
         for library in status.get("libraries", []):
             name = library["path"].split("/root", 1)[-1]
-            hooked_paths[name] = library.get("uprobes", 0)
+            hooked_paths[name] = max(hooked_paths.get(name, 0), library.get("uprobes", 0))
     rows = []
     for pid in pids:
         for library in libraries_of(pid):

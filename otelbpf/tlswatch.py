@@ -3,7 +3,7 @@
 Traced processes are scanned at start-up, after exec, and whenever the kernel says one mapped a
 file as code (dlopen; Python's `import ssl`). Each library file is hooked once. What is hooked,
 and which processes send TLS no hook decrypts, is written to a status file that
-`otelbpf coverage` reads.
+`otelbpf coverage` reads (one file per agent, in status_dir()).
 """
 
 from __future__ import annotations
@@ -16,11 +16,22 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from otelbpf.config import DEFAULT_STATUS_DIR, OTELBPF_STATUS_DIR
 from otelbpf.tlslibs import TlsLibrary, inspect_file, libraries_of
 
 log = logging.getLogger(__name__)
 
-STATUS_PATH = Path("/run/otelbpf/status.json")
+
+def status_dir() -> Path:
+    """Where running agents describe their TLS hooks: one file per agent (a host agent and a
+    sidecar may run side by side). OTELBPF_STATUS_DIR moves it."""
+    return Path(os.environ.get(OTELBPF_STATUS_DIR) or DEFAULT_STATUS_DIR)
+
+
+def status_path_of(pid: int) -> Path:
+    return status_dir() / f"status-{pid}.json"
+
+
 # Where the distribution keeps shared TLS libraries: hooked at start-up, before any traced
 # process maps them, so a short-lived client that starts later is covered from its first call.
 SYSTEM_LIBRARY_DIRS = (
@@ -40,10 +51,10 @@ class TlsWatcher:
     def __init__(
         self,
         attach: Callable[[TlsLibrary, int], object] | None,
-        status_path: Path | None = STATUS_PATH,
+        status_path: Path | None = None,
     ) -> None:
         self._attach = attach  # None: TLS hooking is off (--no-tls)
-        self._status_path = status_path
+        self._status_path = status_path or status_path_of(os.getpid())
         self._due: dict[int, float] = {}
         self.libraries: dict[tuple[int, int], TlsLibrary] = {}
         self.users: dict[tuple[int, int], set[int]] = {}

@@ -634,3 +634,44 @@ def test_no_tls_option_leaves_https_encrypted(receiver, tls_server, start_agent)
     counts = summary_counts(agent)
     assert counts["spans"] == 0
     assert counts.get("encrypted", 0) >= 1, agent.stderr
+
+
+def _coverage(status_dir: Path, *args: str) -> str:
+    result = subprocess.run(
+        [PYTHON, "-m", "otelbpf.cli", "coverage", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "OTELBPF_STATUS_DIR": str(status_dir)},
+    )
+    return result.stdout
+
+
+def _libssl_row(table: str, pid: int) -> list[str]:
+    rows = [line.split() for line in table.splitlines() if line.startswith(f"{pid} ")]
+    assert len(rows) == 1, table
+    return rows[0]
+
+
+def test_coverage_shows_the_library_and_whether_the_agent_hooked_it(
+    receiver, tls_server, start_agent, tmp_path
+):
+    server, _port = tls_server
+    # this test's agent writes its status where this test reads it (other agents elsewhere)
+    status_dir = tmp_path / "status"
+    # no agent: what it would hook
+    before = _coverage(status_dir, "--pid", str(server.pid))
+    assert before.splitlines()[0] == "no otelbpf agent is running: showing what it would hook"
+    row = _libssl_row(before, server.pid)
+    assert row[2] == "openssl" and row[3].endswith("/libssl.so.3")
+    assert row[-3:] == ["agent", "not", "running"]
+    # an agent tracing it: hooked
+    env = {**agent_env(receiver), "OTELBPF_STATUS_DIR": str(status_dir)}
+    agent = start_agent(["--pid", str(server.pid)], env)
+    assert wait_for_log(receiver, agent, r"TLS: hooked .*libssl")
+    receiver.wait_for_spans(lambda _s: any(status_dir.glob("status-*.json")), timeout=10)
+    during = _coverage(status_dir, "--pid", str(server.pid))
+    row = _libssl_row(during, server.pid)
+    assert row[-1] == "yes"
+    assert "SSL_read," in row and "SSL_write_ex" in row
