@@ -18,7 +18,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from opentelemetry import trace
 from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.environment_variables import OTEL_METRIC_EXPORT_INTERVAL
 from opentelemetry.sdk.metrics import MeterProvider
@@ -299,8 +298,3 @@ class Telemetry:
         self.span_processor.shutdown()
         if self.pump is not None:
             self.pump.shutdown()
-
-
-def null_tracer_provider() -> None:
-    """Keep the global provider a no-op: the agent's spans go only where Telemetry sends them."""
-    trace.set_tracer_provider(trace.NoOpTracerProvider())

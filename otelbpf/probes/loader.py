@@ -219,9 +219,6 @@ class SocketProbes:
     def is_allowed(self, pid: int) -> bool:
         return self._allowed.get(ctypes.c_uint32(pid)) is not None
 
-    def allowed_pids(self) -> set[int]:
-        return {key.value for key in self._allowed}
-
     # -------------------------------------------------------------- seeding from /proc
 
     def seed_listener(self, pid: int, fd: int, family: int, raw: bytes, port: int) -> None:
