@@ -587,8 +587,13 @@ static __always_inline int bind_enter(__u64 fd, const void *uaddr) {
 static __always_inline int connect_enter(__u64 fd, const void *uaddr) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if (tgid == AGENT_TGID)
+    if (tgid == AGENT_TGID) {
+        /* the agent's own exporter connecting: the agent learns its new local port before a
+         * traced collector can show it the exchange (events keep their order) */
+        struct address_request notice = {.type = EVENT_AGENT_CONNECT, .pid = tgid, .fd = fd};
+        events.ringbuf_output(&notice, sizeof(notice), BPF_RB_FORCE_WAKEUP);
         return 0;
+    }
     struct connect_args args = {.fd = fd};
     if (read_sockaddr(uaddr, &args.peer))
         return 0;

@@ -34,6 +34,7 @@ enum event_type {
     EVENT_MMAP_EXEC = 5, /* struct process_event: a traced process mapped a file executable */
     EVENT_H2_CHUNK = 6,  /* struct h2_chunk_event: bytes of an HTTP/2 connection, in order */
     EVENT_ADDRESS_REQUEST = 7, /* struct address_request: a connection's addresses are unknown */
+    EVENT_AGENT_CONNECT = 8,   /* struct address_request: the agent itself is connecting */
 };
 
 enum conn_role {

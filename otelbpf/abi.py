@@ -31,6 +31,7 @@ class EventType(enum.IntEnum):
     MMAP_EXEC = 5
     H2_CHUNK = 6
     ADDRESS_REQUEST = 7
+    AGENT_CONNECT = 8
 
 
 class Role(enum.IntEnum):

@@ -24,7 +24,7 @@ from otelbpf import preflight
 from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Role
 from otelbpf.clock import MonotonicToWall
 from otelbpf.connections import AddressBook, ExistingConnections, OwnTraffic
-from otelbpf.decode import AddressNotice, Decoder, H2Chunk, ProcessNotice
+from otelbpf.decode import AddressNotice, AgentConnectNotice, Decoder, H2Chunk, ProcessNotice
 from otelbpf.exchange import Exchange, Protocol, SocketAddress
 from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter
@@ -227,6 +227,8 @@ class Agent:
                     self._on_exchange(item)
                 elif isinstance(item, AddressNotice):
                     self._addresses.learn(item.pid, item.fd, item.conn_id)
+                elif isinstance(item, AgentConnectNotice):
+                    self._own.expect_new_socket()
                 elif isinstance(item, ProcessNotice):
                     self._on_process(item)
                 else:

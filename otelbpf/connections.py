@@ -239,6 +239,12 @@ class OwnTraffic:
                 endpoints.add(SocketAddress(_unmapped(address[0]), address[1]))
         self._endpoints = endpoints
 
+    def expect_new_socket(self) -> None:
+        """The agent connected somewhere: check its sockets on the next exchange from a local
+        peer it does not know, whatever the rate limit says."""
+        self._checked = 0.0
+        self._not_own.clear()
+
     def is_own(self, exchange: Exchange) -> bool:
         peer = exchange.peer
         if peer is None or exchange.role != Role.SERVER:

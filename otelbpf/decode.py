@@ -59,6 +59,11 @@ class AddressNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentConnectNotice:
+    """The agent itself called connect(): its own sockets changed."""
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessNotice:
     kind: EventType  # EXEC, FORK, EXIT or MMAP_EXEC
     pid: int
@@ -83,7 +88,9 @@ class Decoder:
         self._chunk_header_size = ctypes.sizeof(H2ChunkHeader)
         self._clock = clock
 
-    def decode(self, record: bytes) -> Exchange | H2Chunk | ProcessNotice | AddressNotice | None:
+    def decode(
+        self, record: bytes
+    ) -> Exchange | H2Chunk | ProcessNotice | AddressNotice | AgentConnectNotice | None:
         """None for a record too short for its type (counted by the caller)."""
         if len(record) < 4:
             return None
@@ -92,6 +99,8 @@ class Decoder:
             if len(record) < self._header_size:
                 return None
             return self._exchange(ExchangeHeader.from_buffer_copy(record), record)
+        if kind == EventType.AGENT_CONNECT:
+            return AgentConnectNotice()
         if kind == EventType.ADDRESS_REQUEST:
             if len(record) < ctypes.sizeof(AddressRequest):
                 return None
