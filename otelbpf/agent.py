@@ -1,7 +1,8 @@
 """The composition root: wires the pipe's stages and owns start-up and shutdown.
 
     kernel probes -> ring buffer -> decode -> connections -> protocols -> export
-    (probes/)                      (decode)  (connections) (protocols/) (export/)
+    (probes/: sockets      (decode)      (connections)  (protocols/,   (export/)
+     and TLS uprobes)                                    streams)
 
 One thread runs the pipe: it polls the ring buffer, decodes each record, routes exchanges
 through the stages and sweeps idle connections. The SDK's batch span processor and the
