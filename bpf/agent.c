@@ -117,7 +117,20 @@ BPF_HASH(pending_socket, __u64, struct socket_args, 4096);
 /* HTTP/2: events are built in a per-CPU buffer (too big for the stack), with slack after the
  * data so a variable-offset copy can be proven in bounds; user space marks connections found
  * to speak HTTP/2 without their preface (opened before tracing began). */
+/* The frame walk's position, kept in map memory rather than registers: the verifier then
+ * sees plain unknown scalars each step and prunes its states (kept in registers, the bounded
+ * loop's states multiplied past the verifier's limit). */
+struct h2_walk {
+    const __u8 *segment;
+    const struct iovec *iov;
+    __u64 segment_left;
+    __u64 remaining;
+    __u64 skip_start;
+    __u64 iovcnt;
+    __u64 next_iov;
+};
 struct h2_chunk_buffer {
+    struct h2_walk walk;
     struct h2_chunk_event ev;
     __u8 _slack[H2_CHUNK_SIZE];
 };
@@ -349,10 +362,106 @@ static __always_inline void append_iovec(struct conn_state *conn, int to_request
     }
 }
 
-/* One syscall's data on an HTTP/2 connection, as one event (bytes beyond H2_CHUNK_SIZE are
- * counted in total_len, not copied). */
+/* Walk one syscall's HTTP/2 frames: copy frame headers and every non-DATA frame (HEADERS,
+ * CONTINUATION, SETTINGS...: what the parser needs), pass over DATA payloads, which are only
+ * counted. The position in the frame stream carries over between syscalls per direction.
+ * Returns 0 when the walk lost its place (more steps than the bounded loop takes): the
+ * connection then goes raw. */
+#define H2_WALK_STEPS 64
+static __always_inline int h2_walk(struct h2_chunk_buffer *chunk, struct conn_state *conn,
+                                   const struct io_args *io, __u64 bytes, __u64 start) {
+    struct h2_walk *walk = &chunk->walk;
+    __u32 dir = io->dir & 1;
+    walk->segment = NULL;
+    walk->segment_left = 0;
+    walk->iov = NULL;
+    walk->iovcnt = 0;
+    walk->next_iov = 0;
+    walk->remaining = bytes;
+    walk->skip_start = start;
+    if (io->kind == IO_FLAT) {
+        walk->segment = io->buf;
+        walk->segment_left = bytes;
+    } else if (io->kind == IO_IOVEC) {
+        walk->iov = (const struct iovec *)io->buf;
+        walk->iovcnt = io->iovcnt;
+    } else if (io->kind == IO_MSG) {
+        struct user_msghdr msg = {};
+        if (bpf_probe_read_user(&msg, sizeof(msg), io->buf))
+            return 0;
+        walk->iov = msg.msg_iov;
+        walk->iovcnt = msg.msg_iovlen;
+    } else {
+        return 0;
+    }
+    for (int i = 0; i < H2_WALK_STEPS; i++) {
+        if (walk->remaining == 0)
+            return 1;
+        if (walk->segment_left == 0) {
+            __u64 index = walk->next_iov;
+            if (!walk->iov || index >= walk->iovcnt || index >= MAX_IOVECS)
+                return 0;
+            struct iovec vec = {};
+            if (bpf_probe_read_user(&vec, sizeof(vec), &walk->iov[index & (MAX_IOVECS - 1)]))
+                return 0;
+            walk->next_iov = index + 1;
+            walk->segment = vec.iov_base;
+            walk->segment_left = vec.iov_len < walk->remaining ? vec.iov_len : walk->remaining;
+            if (walk->segment_left == 0)
+                continue;
+            /* and on, in the same step: gRPC writes a slice per header field */
+        }
+        __u64 left = walk->segment_left;
+        __u64 take;
+        if (walk->skip_start) {
+            take = walk->skip_start < left ? walk->skip_start : left;
+            walk->skip_start -= take;
+        } else if (conn->h2_skip[dir]) {
+            take = conn->h2_skip[dir] < left ? conn->h2_skip[dir] : left;
+            conn->h2_skip[dir] -= take;
+        } else if (conn->h2_keep[dir]) {
+            take = conn->h2_keep[dir] < left ? conn->h2_keep[dir] : left;
+            APPEND_HEAD(chunk->ev.data, chunk->ev.copied_len, H2_CHUNK_SIZE, walk->segment,
+                        take);
+            conn->h2_keep[dir] -= take;
+        } else {
+            /* a frame header: it may be split between iovecs or writes, so its bytes gather
+             * in the connection's state until all 9 are there */
+            __u32 have = conn->h2_header_have[dir];
+            if (have > 8)
+                return 0;
+            __u64 need = 9 - have;
+            take = need < left ? need : left;
+            if (take > 9)
+                return 0;
+            if (bpf_probe_read_user(&conn->h2_header[dir * 24 + (have & 15)], take, walk->segment))
+                return 0;
+            APPEND_HEAD(chunk->ev.data, chunk->ev.copied_len, H2_CHUNK_SIZE, walk->segment,
+                        take);
+            have += take;
+            if (have == 9) {
+                __u8 *header = &conn->h2_header[dir * 24];
+                __u32 length = ((__u32)header[0] << 16) | ((__u32)header[1] << 8) | header[2];
+                if (header[3] == 0) /* DATA: counted by user space from this header */
+                    conn->h2_skip[dir] = length;
+                else
+                    conn->h2_keep[dir] = length;
+                have = 0;
+            }
+            conn->h2_header_have[dir] = have;
+        }
+        walk->segment += take;
+        walk->segment_left -= take;
+        walk->remaining -= take;
+    }
+    return walk->remaining == 0;
+}
+
+/* One syscall's data on an HTTP/2 connection, as one event: walked frames, or (raw) the
+ * first H2_CHUNK_SIZE bytes, with total_len saying how much the syscall moved. */
 static __always_inline void emit_h2_chunk(struct conn_state *conn, const struct io_args *io,
-                                          __u64 bytes, __u64 pid_tgid, __u32 flags) {
+                                          __u64 bytes, __u64 pid_tgid, __u32 flags,
+                                          __u64 preface) {
     __u32 zero = 0;
     struct h2_chunk_buffer *chunk = h2_scratch.lookup(&zero);
     if (!chunk)
@@ -371,9 +480,18 @@ static __always_inline void emit_h2_chunk(struct conn_state *conn, const struct 
     chunk->ev.local = conn->ev.local;
     chunk->ev.peer = conn->ev.peer;
     bpf_get_current_comm(&chunk->ev.comm, sizeof(chunk->ev.comm));
-    if (io && io->kind == IO_FLAT) {
+    if (!io || io->kind == IO_SIZE_ONLY) {
+        /* nothing to copy */
+    } else if (conn->h2 == H2_WALK) {
+        /* the preface is passed over, not copied: the parser needs only the frames */
+        chunk->ev.flags |= CHUNK_F_ELIDED;
+        if (!h2_walk(chunk, conn, io, bytes, preface)) {
+            chunk->ev.flags |= CHUNK_F_WALK_LOST;
+            conn->h2 = H2_RAW;
+        }
+    } else if (io->kind == IO_FLAT) {
         APPEND_HEAD(chunk->ev.data, chunk->ev.copied_len, H2_CHUNK_SIZE, io->buf, bytes);
-    } else if (io && (io->kind == IO_IOVEC || io->kind == IO_MSG)) {
+    } else {
         const struct iovec *iov = (const struct iovec *)io->buf;
         __u64 iovcnt = io->iovcnt;
         if (io->kind == IO_MSG) {
@@ -422,7 +540,7 @@ static __always_inline int marked_h2(struct conn_state *conn) {
     h2_marks.delete(&key);
     if (conn->phase != PHASE_IDLE)
         finish_exchange(conn, 0);
-    conn->h2 = 1;
+    conn->h2 = H2_RAW; /* joined mid-stream: where frames start is not known */
     return 1;
 }
 
@@ -436,7 +554,7 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
         conn->ev.flags |= EXCHANGE_F_ROLE_INFERRED;
     }
     if (conn->h2 || marked_h2(conn)) {
-        emit_h2_chunk(conn, io, bytes, pid_tgid, 0);
+        emit_h2_chunk(conn, io, bytes, pid_tgid, 0, 0);
         return;
     }
     int is_request = (conn->ev.role == ROLE_SERVER) == (io->dir == DIR_INGRESS);
@@ -478,9 +596,11 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
     }
 
     if (starts_exchange && opens_with_preface(conn)) {
-        conn->h2 = 1;
+        /* frames after the 24-byte preface are walked; a preface cut short goes raw */
+        int walk = bytes >= 24;
+        conn->h2 = walk ? H2_WALK : H2_RAW;
         drop_exchange(conn);
-        emit_h2_chunk(conn, io, bytes, pid_tgid, 0);
+        emit_h2_chunk(conn, io, bytes, pid_tgid, 0, walk ? 24 : 0);
     }
 }
 
@@ -681,7 +801,7 @@ static __always_inline int close_enter(__u64 fd) {
     struct conn_state *conn = conns.lookup(&key);
     if (conn) {
         if (conn->h2)
-            emit_h2_chunk(conn, NULL, 0, pid_tgid, CHUNK_F_CLOSED);
+            emit_h2_chunk(conn, NULL, 0, pid_tgid, CHUNK_F_CLOSED, 0);
         else if (conn->phase != PHASE_IDLE)
             finish_exchange(conn, EXCHANGE_F_CLOSED);
         conns.delete(&key);
@@ -1108,7 +1228,14 @@ int syscall__sendto(struct pt_regs *ctx, int fd, void *buf) { return io_enter(-1
 int syscall__writev(struct pt_regs *ctx, int fd, void *iov, __u64 n) { return io_enter(-1, fd, iov, n, IO_IOVEC, DIR_EGRESS); }
 int syscall__sendmsg(struct pt_regs *ctx, int fd, void *msg) { return io_enter(-1, fd, msg, 0, IO_MSG, DIR_EGRESS); }
 int syscall__sendfile64(struct pt_regs *ctx, int out_fd) { return io_enter(-1, out_fd, NULL, 0, IO_SIZE_ONLY, DIR_EGRESS); }
-int kret_io(struct pt_regs *ctx) { return io_exit(-1, PT_REGS_RC(ctx)); }
+int kret_io(struct pt_regs *ctx) {
+    /* -1: no syscall number here. Hidden from the compiler, which otherwise specialises the
+     * code into a shape whose states exceed the verifier's budget (the tracepoint twin,
+     * given a run-time number, verifies) */
+    __s32 nr = -1;
+    asm volatile("" : "+r"(nr));
+    return io_exit(nr, PT_REGS_RC(ctx));
+}
 
 int syscall__socket(struct pt_regs *ctx, int family, int type) { return socket_enter(type); }
 int kret_socket(struct pt_regs *ctx) { return socket_exit(PT_REGS_RC(ctx)); }

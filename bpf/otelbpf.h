@@ -57,6 +57,14 @@ enum exchange_phase {
 #define EXCHANGE_F_SEEDED 0x10       /* connection was opened before tracing began */
 #define EXCHANGE_F_TLS 0x20          /* plaintext from a TLS library hook, not the socket */
 #define CHUNK_F_CLOSED 0x40          /* h2_chunk_event: the connection closed (no data) */
+#define CHUNK_F_ELIDED 0x80          /* h2_chunk_event: frames walked, DATA payloads left out */
+#define CHUNK_F_WALK_LOST 0x100      /* h2_chunk_event: the walk lost its place mid-syscall */
+
+enum h2_mode {
+    H2_OFF = 0,
+    H2_WALK = 1, /* frames walked in the kernel: headers and non-DATA frames copied */
+    H2_RAW = 2,  /* bytes copied as they come (joined mid-connection, or the walk got lost) */
+};
 
 /* Kernel-side counters: a per-CPU array indexed by these, summed in user space. */
 enum counter_index {
@@ -106,8 +114,14 @@ struct conn_state {
     struct exchange_event ev;
     __u8 phase;
     __u8 tls; /* 1: a TLS library hook owns this connection's data; the socket sees ciphertext */
-    __u8 h2;  /* 1: HTTP/2: every chunk goes to user space in order, no pairing here */
+    __u8 h2;  /* enum h2_mode: HTTP/2 chunks go to user space in order, no pairing here */
     __u8 _pad[5];
+    __u32 h2_skip[2]; /* per direction (io dir): DATA payload bytes still to pass over */
+    __u32 h2_keep[2]; /* per direction: bytes of a non-DATA frame still to copy */
+    __u8 h2_header[48]; /* per direction, 24 bytes each: a frame header split between writes
+                         * (9 used; a flat array: bcc mistypes two-dimensional ones) */
+    __u8 h2_header_have[2];
+    __u8 _pad2[6];
     __u8 _slack[HEAD_SLACK];
 };
 

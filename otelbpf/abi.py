@@ -54,6 +54,8 @@ class ExchangeFlag(enum.IntFlag):
     SEEDED = 0x10
     TLS = 0x20
     CHUNK_CLOSED = 0x40  # h2 chunk events only: the connection closed
+    CHUNK_ELIDED = 0x80  # h2 chunk events: frames walked in the kernel, DATA payloads left out
+    CHUNK_WALK_LOST = 0x100  # h2 chunk events: the walk lost its place in this syscall
 
 
 class Counter(enum.IntEnum):
@@ -200,6 +202,11 @@ class AbiLayout:
             ("tls", ctypes.c_uint8),
             ("h2", ctypes.c_uint8),
             ("_pad", ctypes.c_uint8 * 5),
+            ("h2_skip", ctypes.c_uint32 * 2),
+            ("h2_keep", ctypes.c_uint32 * 2),
+            ("h2_header", ctypes.c_uint8 * 48),
+            ("h2_header_have", ctypes.c_uint8 * 2),
+            ("_pad2", ctypes.c_uint8 * 6),
             ("_slack", ctypes.c_uint8 * slack),
         ]
         return type("ConnState", (ctypes.Structure,), {"_fields_": fields})

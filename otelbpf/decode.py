@@ -44,6 +44,8 @@ class H2Chunk:
     data: bytes
     tls: bool
     closed: bool
+    elided: bool  # frames walked in the kernel: DATA payloads are not in data
+    walk_lost: bool  # the kernel's walk lost its place partway through this syscall
     local: SocketAddress | None
     peer: SocketAddress | None
     comm: str = ""
@@ -141,6 +143,8 @@ class Decoder:
             data=data,
             tls=bool(header.flags & ExchangeFlag.TLS),
             closed=bool(header.flags & ExchangeFlag.CHUNK_CLOSED),
+            elided=bool(header.flags & ExchangeFlag.CHUNK_ELIDED),
+            walk_lost=bool(header.flags & ExchangeFlag.CHUNK_WALK_LOST),
             local=endpoint_address(header.local),
             peer=endpoint_address(header.peer),
             comm=header.comm.decode(errors="replace"),

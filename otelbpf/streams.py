@@ -66,7 +66,10 @@ class Http2Streams:
             return self._finished(parser.close(chunk.ts_ns), known)
         parser = self._connection(chunk.conn_id, conn, joined=False)
         side = Side.TO_SERVER if chunk.to_server else Side.TO_CLIENT
-        return self._finished(parser.receive(side, chunk.data, chunk.total_len, chunk.ts_ns), conn)
+        finished = parser.receive(
+            side, chunk.data, chunk.total_len, chunk.ts_ns, chunk.elided, chunk.walk_lost
+        )
+        return self._finished(finished, conn)
 
     def knows(self, conn_id: int) -> bool:
         return conn_id in self._connections

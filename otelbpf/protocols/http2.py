@@ -97,6 +97,7 @@ class _Direction:
     skip_stream: int = 0
     skip_end_stream: bool = False
     desynced: bool = False
+    elided: bool = False  # the chunks being parsed carry DATA frames as headers alone
     header_block: bytearray | None = None  # HEADERS awaiting CONTINUATION
     header_block_frame: Frame | None = None
     decoder: Decoder = field(default_factory=Decoder)
@@ -149,10 +150,33 @@ class Http2Connection:
 
     # ---------------------------------------------------------------- input
 
-    def receive(self, side: Side, data: bytes, total_len: int, ts_ns: int) -> list[Stream]:
-        """Bytes one syscall moved; returns the streams this completed."""
+    def receive(
+        self,
+        side: Side,
+        data: bytes,
+        total_len: int,
+        ts_ns: int,
+        elided: bool = False,
+        walk_lost: bool = False,
+    ) -> list[Stream]:
+        """Bytes one syscall moved; returns the streams this completed.
+
+        elided: the kernel walked the frames and left DATA payloads out (each DATA frame is
+        its header alone here); walk_lost: it lost its place partway through this syscall.
+        """
         state = self._sides[side]
         finished: list[Stream] = []
+        if elided:
+            if side is Side.TO_SERVER and self._preface_left:
+                self._preface_left = 0  # the kernel passed over the preface
+            state.elided = True
+            state.buffer += data
+            self._parse(side, state, ts_ns, finished)
+            if walk_lost:
+                self._desync(state)
+                self.unreliable_table = True
+            return finished
+        state.elided = False
         if side is Side.TO_SERVER and self._preface_left:
             expected = CLIENT_PREFACE[len(CLIENT_PREFACE) - self._preface_left :]
             taken = min(len(data), self._preface_left)
@@ -206,6 +230,14 @@ class Http2Connection:
                 self._desync(state)
                 return
             available = len(buffer) - offset - FRAME_HEADER
+            if isinstance(frame, DataFrame) and state.elided:
+                # the kernel counted this payload and left it out: the header says its size
+                self._count_data(side, frame.stream_id, length)
+                state.skip_stream = frame.stream_id
+                state.skip_end_stream = bool(buffer[offset + 4] & END_STREAM)
+                offset += FRAME_HEADER
+                self._end_data_frame(side, state, ts_ns, finished)
+                continue
             if isinstance(frame, DataFrame):
                 # DATA payloads are counted, never needed: pass over what is here, skip the rest
                 taken = min(length, available)

@@ -110,7 +110,7 @@ def test_conn_state_matches(compiled: tuple[AbiLayout, object]) -> None:
     _assert_same_layout(c_conn_state, layout.conn_state)
     slack = max(layout.request_head_size, layout.response_head_size)
     exchange_size = ctypes.sizeof(layout.exchange_event)
-    assert ctypes.sizeof(c_conn_state) == exchange_size + 8 + slack
+    assert ctypes.sizeof(c_conn_state) == exchange_size + 8 + 16 + 56 + slack  # walk state
 
 
 def test_exchange_event_matches(compiled: tuple[AbiLayout, object]) -> None:

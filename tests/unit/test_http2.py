@@ -346,3 +346,42 @@ def test_plain_http2_server_span():
     assert span.attributes[HTTP_REQUEST_METHOD] == "GET"
     assert span.attributes[SERVER_PORT] == 80
     assert HEADERS_INCOMPLETE not in span.attributes
+
+
+def elide(wire: bytes) -> bytes:
+    """What the kernel's frame walk sends: every frame, DATA frames as their header alone."""
+    out, offset = bytearray(), 0
+    while offset + 9 <= len(wire):
+        length = int.from_bytes(wire[offset : offset + 3], "big")
+        frame = wire[offset : offset + 9 + length]
+        out += frame[:9] if wire[offset + 3] == 0 else frame
+        offset += 9 + length
+    return bytes(out)
+
+
+def test_elided_chunks_count_data_from_headers():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    request = client.headers(1, GRPC_REQUEST) + data(1, b"q" * 50_000, True)
+    # the kernel passed over the preface and the DATA payload: only headers came up
+    assert (
+        conn.receive(
+            Side.TO_SERVER, elide(request), len(CLIENT_PREFACE) + len(request), 1, elided=True
+        )
+        == []
+    )
+    response = (
+        server.headers(1, [(":status", "200"), ("content-type", "application/grpc")])
+        + data(1, b"r" * 70_000)
+        + server.headers(1, [("grpc-status", "0")], end_stream=True)
+    )
+    (stream,) = conn.receive(Side.TO_CLIENT, elide(response), len(response), 2, elided=True)
+    assert (stream.request_data, stream.response_data) == (50_000, 70_000)
+    assert stream.trailers == [("grpc-status", "0")]
+    assert stream.partial is False and conn.desyncs == 0
+
+
+def test_a_lost_walk_desynchronises_that_direction():
+    conn, client = Http2Connection(), Peer()
+    first = client.headers(1, GRPC_REQUEST, end_stream=True)
+    conn.receive(Side.TO_SERVER, elide(first), len(first) + 100, 1, elided=True, walk_lost=True)
+    assert conn.desyncs == 1 and conn.unreliable_table is True
