@@ -143,6 +143,34 @@ def python_client(*args: object, **popen: object) -> subprocess.CompletedProcess
     )
 
 
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """(cert.pem, key.pem) for localhost and 127.0.0.1, made in directory by the openssl CLI."""
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key_path),
+            "-out",
+            str(cert_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert_path, key_path
+
+
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *args],

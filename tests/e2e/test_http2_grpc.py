@@ -19,7 +19,15 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import agent_env, require
-from tests.e2e.harness import APPS, PYTHON, AgentProcess, Background, free_port, wait_for_port
+from tests.e2e.harness import (
+    APPS,
+    PYTHON,
+    AgentProcess,
+    Background,
+    free_port,
+    self_signed_cert,
+    wait_for_port,
+)
 from tests.otlp_receiver import OtlpReceiver, ReceivedMetricPoint, ReceivedSpan
 
 MS = 1_000_000
@@ -408,28 +416,8 @@ class H2Nginx:
         (directory / "www" / "items").mkdir(parents=True)
         (directory / "www" / "index.html").write_text(INDEX)
         (directory / "www" / "items" / "1234").write_text(ITEM)
-        subprocess.run(
-            [
-                require("openssl"),
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                "-keyout",
-                str(directory / "key.pem"),
-                "-out",
-                str(directory / "cert.pem"),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        require("openssl")
+        self_signed_cert(directory)
         self.conf = directory / "nginx.conf"
         self.conf.write_text(
             H2_NGINX_CONF.format(dir=directory, h2c_port=self.h2c_port, tls_port=self.tls_port)

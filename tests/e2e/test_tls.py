@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     curl,
     free_port,
     python_client,
+    self_signed_cert,
 )
 from tests.e2e.test_http_nginx import Nginx
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -39,31 +40,8 @@ SETTLE_S = 2.0  # how long "nothing more arrives" is watched for
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for localhost and 127.0.0.1, made with the openssl CLI."""
-    directory = tmp_path_factory.mktemp("cert")
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            require("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(key_path),
-            "-out",
-            str(cert_path),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert_path, key_path
+    require("openssl")
+    return self_signed_cert(tmp_path_factory.mktemp("cert"))
 
 
 def python_tls_server(port: int, cert: tuple[Path, Path]) -> Background:
