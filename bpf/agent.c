@@ -633,8 +633,13 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
         return 0;
     }
     __u32 fd32 = fd;
-    if (dir == DIR_INGRESS)
-        last_read_fd.update(&pid_tgid, &fd32); /* for TLS stacks whose I/O is outside their calls */
+    if (dir == DIR_INGRESS) {
+        /* for TLS stacks whose I/O is outside their calls; written only when it changes, as
+         * a thread mostly keeps reading the same socket (a lookup is cheaper than an update) */
+        __u32 *last = last_read_fd.lookup(&pid_tgid);
+        if (!last || *last != fd32)
+            last_read_fd.update(&pid_tgid, &fd32);
+    }
     __u64 *session = tls_active.lookup(&pid_tgid);
     if (session) {
         /* a socket call made inside a TLS library call: that session writes to this socket */

@@ -11,6 +11,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from otelbpf.abi import (
     AbiLayout,
@@ -75,12 +76,18 @@ class ProcessNotice:
 
 
 def endpoint_address(endpoint: Endpoint) -> SocketAddress | None:
-    if endpoint.family == socket.AF_INET:
-        return SocketAddress(str(ipaddress.IPv4Address(bytes(endpoint.addr[:4]))), endpoint.port)
-    if endpoint.family == socket.AF_INET6:
-        address = ipaddress.IPv6Address(bytes(endpoint.addr))
-        return SocketAddress(str(address.ipv4_mapped or address), endpoint.port)
-    return None
+    if endpoint.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return _address(endpoint.family, bytes(endpoint.addr), endpoint.port)
+
+
+@lru_cache(maxsize=4096)
+def _address(family: int, raw: bytes, port: int) -> SocketAddress:
+    """Two per event on the hot path, and a host talks to few peers: parsed once each."""
+    if family == socket.AF_INET:
+        return SocketAddress(str(ipaddress.IPv4Address(raw[:4])), port)
+    address = ipaddress.IPv6Address(raw)
+    return SocketAddress(str(address.ipv4_mapped or address), port)
 
 
 class Decoder:
