@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -68,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the agent from a copy of the committed HEAD taken at start (git archive), so "
         "edits made to the working tree during the run do not mix versions",
+    )
+    parser.add_argument(
+        "--rate",
+        action="append",
+        type=int,
+        metavar="N",
+        help="nginx at N req/s only (repeatable; default 1000, 4000 and 10000)",
     )
     parser.add_argument("--keep-work", action="store_true", help="keep logs and h2load files")
     return parser
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s bench %(message)s", datefmt="%H:%M:%S"
     )
     settings = Settings.smoke() if args.quick else Settings.full()
+    if args.rate:
+        settings = dataclasses.replace(settings, nginx_rates=tuple(args.rate))
     scenarios = list(args.only or SCENARIOS)
     out = args.results_dir or (ROOT / "bench" / "results" / ("tmp/quick" if args.quick else ""))
     _preflight(scenarios, args.profile)

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otelbpf import preflight
+from otelbpf import memory, preflight
 from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Role
 from otelbpf.clock import MonotonicToWall
+from otelbpf.config import DEFAULT_NICE
 from otelbpf.connections import AddressBook, ExistingConnections, OwnTraffic
 from otelbpf.decode import AddressNotice, AgentConnectNotice, Decoder, H2Chunk, ProcessNotice
 from otelbpf.exchange import Exchange, Protocol, SocketAddress
@@ -60,6 +61,7 @@ class AgentConfig:
     keep_query_values: bool = False
     metric_export_interval_ms: int | None = None
     tls: bool = True  # hook TLS libraries for plaintext
+    nice: int | None = DEFAULT_NICE  # None: left as inherited
 
 
 class Agent:
@@ -124,6 +126,9 @@ class Agent:
                 self.tls.hook_system_libraries()
             for pid in targets:
                 self.tls.scan(pid)
+            released = memory.release_compiler_memory()  # the compile is over
+            log.debug("compiler memory paged out: %d MiB", released >> 20)
+            self._lower_priority()  # after the compile: start-up keeps its full share
             self.tracing_started_at = time.monotonic()
             log.info(
                 "tracing %s; %d existing connections seeded; started in %.2fs",
@@ -136,6 +141,22 @@ class Agent:
         finally:
             self._shutdown(decoder)
         return 0
+
+    def _lower_priority(self) -> None:
+        """Yield the CPU to the traced services (the issue's rule: under overload the agent
+        drops and counts, it does not slow them). Linux keeps niceness per thread: every
+        thread that exists now is set, and threads started later inherit it."""
+        if self.config.nice is None:
+            return
+        nice = min(19, max(-20, self.config.nice))
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+            except ProcessLookupError:
+                continue  # a thread that just ended
+            except OSError as error:
+                log.warning("could not set niceness %d: %s", nice, error)
+                return
 
     def _seed_targets(self, initial_pids: set[int]) -> set[int]:
         if not self.config.selectors.trace_all:

@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=not config.env_bool(config.OTELBPF_NO_TLS),
         help="do not hook TLS libraries: HTTPS is then counted as encrypted, never traced",
     )
+    kernel.add_argument(
+        "--nice",
+        type=int,
+        default=config.env_int(config.OTELBPF_NICE, config.DEFAULT_NICE),
+        metavar="N",
+        help="the agent's scheduling niceness, -20..19 (default %(default)s): the traced "
+        "services win the CPU; an agent short of CPU drops and counts exchanges",
+    )
     privacy = run.add_argument_group("privacy")
     privacy.add_argument(
         "--keep-query-values",
@@ -180,6 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         ringbuf_bytes=args.ringbuf_mb << 20,
         keep_query_values=args.keep_query_values,
         tls=args.tls,
+        nice=args.nice,
     )
     agent = Agent(agent_config)
     install_signal_handlers(agent)

@@ -93,14 +93,14 @@ def resolve(
 
 def span_exporter(destination: Destination) -> SpanExporter:
     if destination.protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from otelbpf.export.otlp_encoding import GrpcSpanExporter
 
         # a plain http:// endpoint means no TLS for gRPC as well
         insecure = destination.endpoint.startswith("http://") if destination.endpoint else None
-        return OTLPSpanExporter(endpoint=destination.endpoint, insecure=insecure)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+        return GrpcSpanExporter(endpoint=destination.endpoint, insecure=insecure)
+    from otelbpf.export.otlp_encoding import HttpSpanExporter
 
-    return Http(endpoint=destination.endpoint)
+    return HttpSpanExporter(endpoint=destination.endpoint)
 
 
 def metric_exporter(destination: Destination) -> MetricExporter:

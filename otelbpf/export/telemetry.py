@@ -1,12 +1,12 @@
 """Export stage: span records and metric points through the OpenTelemetry SDK to one exporter.
 
 A traced host has many services and an SDK provider has one Resource. The decision: one
-TracerProvider and one MeterProvider per traced process (cheap objects holding its Resource),
-all feeding ONE shared export path:
-- every TracerProvider adds the same BatchSpanProcessor, so spans of many resources are
+Resource per traced process, all feeding ONE shared export path:
+- every process's spans go to the same BatchSpanProcessor, so spans of many resources are
   batched together and the OTLP exporter groups them by resource in one request;
-- every MeterProvider has a pull-only reader; one MetricsPump thread collects them all on the
-  export interval and sends one merged MetricsData through the one metric exporter.
+- every process has its duration histograms (duration_metrics.py, aggregated by the agent);
+  one MetricsPump thread collects them, and the agent's own SDK meters, on the export
+  interval and sends one merged MetricsData through the one metric exporter.
 tests/unit/test_telemetry.py pins this.
 """
 
@@ -18,10 +18,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.environment_variables import OTEL_METRIC_EXPORT_INTERVAL
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExporter, MetricsData
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricsData,
+    ResourceMetrics,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -49,6 +55,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otelbpf import __version__
+from otelbpf.export.duration_metrics import DurationHistograms, HistogramSpec
 from otelbpf.export.http_spans import SpanRecord
 
 log = logging.getLogger(__name__)
@@ -59,11 +66,26 @@ HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 
 DEFAULT_EXPORT_INTERVAL_MS = 60000
 # The duration histograms, named per the semantic conventions of the package the project uses
 # (RPC: rpc.{server,client}.call.duration in seconds, which replaced rpc.*.duration in ms).
-DURATION_HISTOGRAMS = {
-    ("http", SpanKind.SERVER): (HTTP_SERVER_REQUEST_DURATION, "Duration of HTTP server requests."),
-    ("http", SpanKind.CLIENT): (HTTP_CLIENT_REQUEST_DURATION, "Duration of HTTP client requests."),
-    ("rpc", SpanKind.SERVER): (RPC_SERVER_CALL_DURATION, "Duration of incoming RPCs."),
-    ("rpc", SpanKind.CLIENT): (RPC_CLIENT_CALL_DURATION, "Duration of outgoing RPCs."),
+# one spec per (metric family, span kind)
+DURATION_SPECS = {
+    ("http", SpanKind.SERVER): HistogramSpec(
+        HTTP_SERVER_REQUEST_DURATION,
+        "Duration of HTTP server requests.",
+        "s",
+        HTTP_DURATION_BUCKETS,
+    ),
+    ("http", SpanKind.CLIENT): HistogramSpec(
+        HTTP_CLIENT_REQUEST_DURATION,
+        "Duration of HTTP client requests.",
+        "s",
+        HTTP_DURATION_BUCKETS,
+    ),
+    ("rpc", SpanKind.SERVER): HistogramSpec(
+        RPC_SERVER_CALL_DURATION, "Duration of incoming RPCs.", "s", HTTP_DURATION_BUCKETS
+    ),
+    ("rpc", SpanKind.CLIENT): HistogramSpec(
+        RPC_CLIENT_CALL_DURATION, "Duration of outgoing RPCs.", "s", HTTP_DURATION_BUCKETS
+    ),
 }
 _propagator = TraceContextTextMapPropagator()
 _ERROR = Status(StatusCode.ERROR)
@@ -126,55 +148,44 @@ class SpanFactory:
 
 
 class ProcessTelemetry:
-    """One traced process's Resource and metric instruments; its spans go to the shared
+    """One traced process's Resource and duration histograms; its spans go to the shared
     processor."""
 
     def __init__(
         self,
         resource: Resource,
         span_processor: SpanProcessor,
-        reader: InMemoryMetricReader | None,
+        durations: DurationHistograms | None,
         spans: SpanFactory,
     ) -> None:
         self.resource = resource
         self.span_processor = span_processor
         self._spans = spans
-        self.reader = reader
-        # (duration metric family, span kind) -> histogram
-        self.durations: dict[tuple[str, SpanKind], Histogram] = {}
-        if reader is not None:
-            meter_provider = MeterProvider(
-                resource=resource, metric_readers=[reader], shutdown_on_exit=False
-            )
-            meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-            for (family, kind), (name, description) in DURATION_HISTOGRAMS.items():
-                self.durations[family, kind] = meter.create_histogram(
-                    name,
-                    unit="s",
-                    description=description,
-                    explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
-                )
+        self.durations = durations
 
     def record(self, span: SpanRecord) -> None:
         built = self._spans.build(span, self.resource)
         if built is not None:
             self.span_processor.on_end(built)
-        histogram = self.durations.get((span.duration_metric, span.kind))
-        if histogram is not None:
-            histogram.record((span.end_ns - span.start_ns) / 1e9, span.metric_attributes)
+        if self.durations is not None:
+            self.durations.record(
+                (span.duration_metric, span.kind),
+                (span.end_ns - span.start_ns) / 1e9,
+                span.metric_attributes,
+            )
 
 
 class MetricsPump:
-    """Collects every process's reader on the export interval and exports one MetricsData."""
+    """Collects every source on the export interval and exports one MetricsData."""
 
     def __init__(
         self,
         exporter: MetricExporter,
-        readers: Callable[[], list[InMemoryMetricReader]],
+        collect: Callable[[], list[ResourceMetrics]],
         interval_ms: int | None = None,
     ) -> None:
         self.exporter = exporter
-        self._readers = readers
+        self._collect = collect
         if interval_ms is None:
             interval_ms = int(
                 os.environ.get(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MS)
@@ -193,11 +204,7 @@ class MetricsPump:
 
     def export_once(self) -> None:
         with self._lock:
-            resource_metrics = []
-            for reader in self._readers():
-                data = reader.get_metrics_data()
-                if data is not None:
-                    resource_metrics.extend(data.resource_metrics)
+            resource_metrics = self._collect()
             if not resource_metrics:
                 return
             try:
@@ -230,32 +237,44 @@ class Telemetry:
         self._max_processes = max_processes
         self._processes: OrderedDict[int, ProcessTelemetry] = OrderedDict()
         self._extra_readers: list[InMemoryMetricReader] = []
-        self._retired_readers: list[InMemoryMetricReader] = []  # collected once more, then gone
+        self._retired: list[DurationHistograms] = []  # collected once more, then gone
         self._lock = threading.Lock()
         self.metric_exporter = metric_exporter
         self.pump: MetricsPump | None = None
         if metric_exporter is not None:
-            self.pump = MetricsPump(metric_exporter, self._all_readers, export_interval_ms)
+            self.pump = MetricsPump(metric_exporter, self._collect, export_interval_ms)
 
-    def _new_reader(self) -> InMemoryMetricReader | None:
+    def _new_histograms(self, resource: Resource) -> DurationHistograms | None:
         if self.metric_exporter is None:
             return None
-        return InMemoryMetricReader(
-            preferred_temporality=self.metric_exporter._preferred_temporality,
-            preferred_aggregation=self.metric_exporter._preferred_aggregation,
+        temporality = self.metric_exporter._preferred_temporality.get(
+            SdkHistogram, AggregationTemporality.CUMULATIVE
         )
+        return DurationHistograms(resource, self._spans.scope, DURATION_SPECS, temporality)
 
-    def _all_readers(self) -> list[InMemoryMetricReader]:
+    def _collect(self) -> list[ResourceMetrics]:
         with self._lock:
-            readers = [p.reader for p in self._processes.values() if p.reader is not None]
-            retired, self._retired_readers = self._retired_readers, []
-        return self._extra_readers + retired + readers
+            sources = [p.durations for p in self._processes.values() if p.durations is not None]
+            retired, self._retired = self._retired, []
+        collected = []
+        for reader in self._extra_readers:
+            data = reader.get_metrics_data()
+            if data is not None:
+                collected.extend(data.resource_metrics)
+        for histograms in retired + sources:
+            points = histograms.collect()
+            if points is not None:
+                collected.append(points)
+        return collected
 
     def meter_provider(self, resource: Resource) -> MeterProvider | None:
         """A MeterProvider exported through the shared pump (the agent's own metrics)."""
-        reader = self._new_reader()
-        if reader is None:
+        if self.metric_exporter is None:
             return None
+        reader = InMemoryMetricReader(
+            preferred_temporality=self.metric_exporter._preferred_temporality,
+            preferred_aggregation=self.metric_exporter._preferred_aggregation,
+        )
         self._extra_readers.append(reader)
         return MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
 
@@ -269,8 +288,9 @@ class Telemetry:
             if found is not None:
                 self._processes.move_to_end(pid)
                 return found
+        resource = self._resource_of(pid, comm)
         created = ProcessTelemetry(
-            self._resource_of(pid, comm), self.span_processor, self._new_reader(), self._spans
+            resource, self.span_processor, self._new_histograms(resource), self._spans
         )
         with self._lock:
             self._processes[pid] = created
@@ -287,8 +307,8 @@ class Telemetry:
 
     def _retire(self, old: ProcessTelemetry) -> None:
         # its last points go out with the next collection; then it is dropped
-        if old.reader is not None:
-            self._retired_readers.append(old.reader)
+        if old.durations is not None:
+            self._retired.append(old.durations)
 
     def record(self, pid: int, comm: str, span: SpanRecord) -> None:
         self.process(pid, comm).record(span)

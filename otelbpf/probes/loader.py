@@ -103,18 +103,11 @@ def compile_program(settings: ProbeSettings, agent_pid: int | None = None) -> ob
         ) from None
 
 
-def release_freed_memory() -> None:
-    """Hand memory freed by bcc's in-process clang back to the system (glibc keeps it)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 class SocketProbes:
     def __init__(self, settings: ProbeSettings, mode: ProbeMode) -> None:
         self.settings = settings
         self.mode = mode
         self.bpf = compile_program(settings)
-        release_freed_memory()  # clang's compile leaves ~100 MiB of freed heap in the process
         self._bcc = import_bcc()
         self.attached: list[str] = []
         self._conns = self.bpf["conns"]

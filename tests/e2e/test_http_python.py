@@ -218,6 +218,43 @@ def test_sigint_flushes_pending_exchanges_and_exits_zero(receiver, server, start
     assert last_counts == {"/one": 1, "/two": 1}
 
 
+def _thread_nice(pid: int) -> dict[int, int]:
+    nice = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        nice[int(tid)] = int(fields[16])  # field 19 of stat; 17 after pid and (comm) state
+    return nice
+
+
+def _compiler_rss_kib(pid: int) -> int:
+    rss, in_compiler = 0, False
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):
+                in_compiler = "/libLLVM" in line or "/libclang" in line
+            elif first == "Rss:" and in_compiler:
+                rss += int(line.split()[1])
+    return rss
+
+
+def test_agent_yields_the_cpu_and_gives_back_the_compilers_pages(receiver, server, start_agent):
+    proc, port = server
+    agent = start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+    python_client("keepalive", "127.0.0.1", port, "/ping", 2)
+    assert len(wait_server_spans(receiver, proc.pid, 2)) == 2  # exporting threads exist
+    nice = _thread_nice(agent.process.pid)
+    assert len(nice) > 3 and set(nice.values()) == {10}, nice  # every thread, gRPC's too
+    # bcc's in-process clang read ~80 MiB of libLLVM/libclang; what stays is their relocated
+    # read-only data (about 10 MiB, written once at load: no file to page it back from)
+    assert _compiler_rss_kib(agent.process.pid) < 16 * 1024
+    assert agent.stop() == 0
+
+    agent = start_agent(["--pid", str(proc.pid), "--nice", "0"], agent_env(receiver))
+    assert set(_thread_nice(agent.process.pid).values()) == {0}
+
+
 def test_server_duration_histogram(receiver, server, start_agent):
     proc, port = server
     start_agent(["--pid", str(proc.pid)], agent_env(receiver))
