@@ -62,7 +62,8 @@ def split_target(target: str) -> tuple[str, str | None]:
             if i >= 0:
                 cut = i
         target = rest[cut:]
-    target = target.partition("#")[0]
+    if "#" in target:  # seldom sent: skip the copy partition would make
+        target = target.partition("#")[0]
     path, sep, query = target.partition("?")
     return path or "/", query if sep else None
 

@@ -7,7 +7,9 @@ the tracing stage turns a SpanRecord into an SDK span.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import lru_cache
 
 from opentelemetry.semconv._incubating.attributes.http_attributes import (
     HTTP_REQUEST_BODY_SIZE,
@@ -34,7 +36,6 @@ from opentelemetry.trace import SpanKind
 
 from otelbpf.abi import ExchangeFlag, Role
 from otelbpf.exchange import Exchange
-from otelbpf.protocols.http1 import RequestHead
 from otelbpf.urls import origin_for_url, redact_query, route_of, split_target
 
 KNOWN_METHODS = frozenset(
@@ -43,6 +44,13 @@ KNOWN_METHODS = frozenset(
 OTHER_METHOD = "_OTHER"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEAD_END = b"\r\n\r\n"
+_HEAD_END_LEN = len(_HEAD_END)
+# Per exchange: & on an IntFlag goes through the enum machinery, an int's & does not; an
+# enum member read from a global costs less than from its class.
+_TLS_BIT = int(ExchangeFlag.TLS)
+_SERVER = Role.SERVER
+_SPAN_SERVER = SpanKind.SERVER
+_SPAN_CLIENT = SpanKind.CLIENT
 
 AttributeValue = str | int | float | bool
 
@@ -65,6 +73,7 @@ class SpanOptions:
     keep_query_values: bool = False  # credentials often ride in query strings
 
 
+@lru_cache(maxsize=1024)  # a server answers to few Host values, a client calls few hosts
 def split_host(host: str | None) -> tuple[str | None, int | None]:
     """'example.com:8080' -> ('example.com', 8080); '[::1]:80' -> ('::1', 80)."""
     if not host:
@@ -74,10 +83,14 @@ def split_host(host: str | None) -> tuple[str | None, int | None]:
         if end < 0:
             return None, None
         rest = host[end + 1 :]
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+        digits = rest[1:]
+        # isascii too: '²' is a digit to isdigit() but not to int()
+        port = (
+            int(digits) if rest.startswith(":") and digits.isascii() and digits.isdigit() else None
+        )
         return host[1:end], port
     name, sep, port_text = host.rpartition(":")
-    if sep and port_text.isdigit():
+    if sep and port_text.isascii() and port_text.isdigit():
         return name, int(port_text)
     return host, None
 
@@ -86,17 +99,16 @@ def _body_size(total_bytes: int, head: bytes, declared: int | None) -> int | Non
     """Bytes after the head: exact when the head ended inside the capture."""
     end = head.find(_HEAD_END)
     if end >= 0:
-        return max(0, total_bytes - end - len(_HEAD_END))
+        return max(0, total_bytes - end - _HEAD_END_LEN)
     return declared
 
 
-def _method(request: RequestHead, attributes: dict[str, AttributeValue]) -> str:
-    if request.method in KNOWN_METHODS:
-        attributes[HTTP_REQUEST_METHOD] = request.method
-        return request.method
-    attributes[HTTP_REQUEST_METHOD] = OTHER_METHOD
-    attributes[HTTP_REQUEST_METHOD_ORIGINAL] = request.method
-    return "HTTP"
+@lru_cache(maxsize=4096)  # routes are few; paths repeat (and a miss costs little more)
+def _route(path: str) -> str:
+    return route_of(path)
+
+
+_origin = lru_cache(maxsize=1024)(origin_for_url)  # a client calls few origins
 
 
 def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
@@ -105,20 +117,27 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     response = exchange.http_response
     assert request is not None
     attributes: dict[str, AttributeValue] = {}
-    scheme = "https" if exchange.flags & ExchangeFlag.TLS else "http"
-    method = _method(request, attributes)
+    scheme = "https" if int(exchange.flags) & _TLS_BIT else "http"
+    request_method = request.method
+    if request_method in KNOWN_METHODS:
+        method = metric_method = attributes[HTTP_REQUEST_METHOD] = request_method
+    else:
+        metric_method = attributes[HTTP_REQUEST_METHOD] = OTHER_METHOD
+        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = request_method
+        method = "HTTP"
     # an empty target: not known (an HTTP/2 stream whose :path the agent could not decode)
-    path, query = split_target(request.target) if request.target else (None, None)
-    route = route_of(path) if path else None
+    target = request.target
+    path, query = split_target(target) if target else (None, None)
+    route = _route(path) if path else None
     status = response.status_code if response is not None else None
     host_name, host_port = split_host(request.host)
-    attributes[NETWORK_PROTOCOL_VERSION] = request.version
+    version = attributes[NETWORK_PROTOCOL_VERSION] = request.version
     if status is not None:
         attributes[HTTP_RESPONSE_STATUS_CODE] = status
     redacted_query = None if query is None else redact_query(query, options.keep_query_values)
 
-    if exchange.role == Role.SERVER:
-        kind = SpanKind.SERVER
+    if exchange.role == _SERVER:
+        kind = _SPAN_SERVER
         local = exchange.local
         server_address = host_name or (local.address if local else None)
         server_port = host_port or (local.port if local and local.port else None)
@@ -128,9 +147,10 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
             attributes[HTTP_ROUTE] = route
         if redacted_query is not None:
             attributes[URL_QUERY] = redacted_query
-        if exchange.peer is not None:
-            attributes[CLIENT_ADDRESS] = exchange.peer.address
-            attributes[CLIENT_PORT] = exchange.peer.port
+        peer = exchange.peer
+        if peer is not None:
+            attributes[CLIENT_ADDRESS] = peer.address
+            attributes[CLIENT_PORT] = peer.port
         if request.user_agent:
             attributes[USER_AGENT_ORIGINAL] = request.user_agent
         request_body = _body_size(
@@ -148,7 +168,7 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
                 attributes[HTTP_RESPONSE_BODY_SIZE] = response_body
         is_error = status is not None and status >= 500
     else:
-        kind = SpanKind.CLIENT
+        kind = _SPAN_CLIENT
         peer = exchange.peer
         server_address = host_name or (peer.address if peer else None)
         # the port the request names (through a proxy, the peer is the proxy)
@@ -157,43 +177,109 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         else:
             server_port = peer.port if peer else None
         if path is not None:
-            origin = origin_for_url(scheme, server_address or "", server_port)
+            origin = _origin(scheme, server_address or "", server_port)
             full = origin + path + ("" if redacted_query is None else "?" + redacted_query)
             attributes[URL_FULL] = full
         is_error = status is not None and status >= 400
 
     if is_error:
         # the conventions' error.type for an HTTP failure is the status code as a string
-        attributes[ERROR_TYPE] = str(status)
+        error_type = attributes[ERROR_TYPE] = str(status)
     if server_address:
         attributes[SERVER_ADDRESS] = server_address
     if server_port:
         attributes[SERVER_PORT] = server_port
 
     metric_attributes: dict[str, AttributeValue] = {
-        HTTP_REQUEST_METHOD: attributes[HTTP_REQUEST_METHOD],
-        NETWORK_PROTOCOL_VERSION: request.version,
+        HTTP_REQUEST_METHOD: metric_method,
+        NETWORK_PROTOCOL_VERSION: version,
     }
-    if kind is SpanKind.SERVER:
+    if kind is _SPAN_SERVER:
         if route is not None:
             metric_attributes[HTTP_ROUTE] = route
         metric_attributes[URL_SCHEME] = scheme
     if status is not None:
         metric_attributes[HTTP_RESPONSE_STATUS_CODE] = status
     if is_error:
-        metric_attributes[ERROR_TYPE] = str(status)
+        metric_attributes[ERROR_TYPE] = error_type
     if server_port:
         metric_attributes[SERVER_PORT] = server_port
-    if kind is SpanKind.CLIENT and server_address:
+    if kind is _SPAN_CLIENT and server_address:
         metric_attributes[SERVER_ADDRESS] = server_address
 
-    return SpanRecord(
-        name=f"{method} {route}" if route else method,  # the conventions' name, route unknown
-        kind=kind,
-        start_ns=exchange.start_ns,
-        end_ns=max(exchange.end_ns, exchange.start_ns),
-        attributes=attributes,
-        is_error=is_error,
-        traceparent=request.traceparent,
-        metric_attributes=metric_attributes,
+    start_ns = exchange.start_ns
+    end_ns = exchange.end_ns
+    return _span_record(
+        f"{method} {route}" if route else method,  # the conventions' name, route unknown
+        kind,
+        start_ns,
+        end_ns if end_ns > start_ns else start_ns,
+        attributes,
+        is_error,
+        request.traceparent,
+        metric_attributes,
+        "http",
     )
+
+
+# The dataclass __init__ of a frozen class sets each field with object.__setattr__; the slot
+# descriptors' own setters take half the time. http_span builds its records with these: the
+# same frozen objects, faster.
+_new = object.__new__
+_Setter = Callable[[object, object], None]
+
+
+def _slot_setters(cls: type, *names: str) -> tuple[_Setter, ...]:
+    """The slot setters of the fields of ``cls``, which must be ``names`` in this order."""
+    if tuple(field.name for field in fields(cls)) != names:
+        raise TypeError(f"the fields of {cls.__name__} changed: update its builder")
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+(
+    _set_name,
+    _set_kind,
+    _set_start_ns,
+    _set_end_ns,
+    _set_attributes,
+    _set_is_error,
+    _set_traceparent,
+    _set_metric_attributes,
+    _set_duration_metric,
+) = _slot_setters(
+    SpanRecord,
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "attributes",
+    "is_error",
+    "traceparent",
+    "metric_attributes",
+    "duration_metric",
+)
+
+
+def _span_record(
+    name: str,
+    kind: SpanKind,
+    start_ns: int,
+    end_ns: int,
+    attributes: dict[str, AttributeValue],
+    is_error: bool,
+    traceparent: str | None,
+    metric_attributes: dict[str, AttributeValue],
+    duration_metric: str,
+) -> SpanRecord:
+    """``SpanRecord(...)``, faster."""
+    record = _new(SpanRecord)
+    _set_name(record, name)
+    _set_kind(record, kind)
+    _set_start_ns(record, start_ns)
+    _set_end_ns(record, end_ns)
+    _set_attributes(record, attributes)
+    _set_is_error(record, is_error)
+    _set_traceparent(record, traceparent)
+    _set_metric_attributes(record, metric_attributes)
+    _set_duration_metric(record, duration_metric)
+    return record

@@ -13,6 +13,11 @@ from otelbpf.protocols import http1
 # TLS record types (handshake, application data, alert, change cipher spec) then version 3.x
 _TLS_RECORD_TYPES = frozenset((0x14, 0x15, 0x16, 0x17))
 
+# Module constants: an enum member looked up on its class costs more than a global, per exchange.
+_HTTP1 = Protocol.HTTP1
+_TLS = Protocol.TLS
+_UNKNOWN = Protocol.UNKNOWN
+
 
 def is_tls_record(head: bytes) -> bool:
     return len(head) >= 3 and head[0] in _TLS_RECORD_TYPES and head[1] == 0x03 and head[2] <= 0x04
@@ -30,14 +35,14 @@ def classify(exchange: Exchange) -> Protocol:
     if http1.looks_like_request(head):
         request = http1.parse_request(head)
         if isinstance(request, http1.RequestHead):
-            exchange.protocol = Protocol.HTTP1
+            exchange.protocol = _HTTP1
             exchange.http_request = request
             response = http1.parse_response(exchange.response_head)
             if isinstance(response, http1.ResponseHead):
                 exchange.http_response = response
-            return Protocol.HTTP1
+            return _HTTP1
     if is_tls_record(head) or is_tls_record(exchange.response_head):
-        exchange.protocol = Protocol.TLS
-        return Protocol.TLS
-    exchange.protocol = Protocol.UNKNOWN
-    return Protocol.UNKNOWN
+        exchange.protocol = _TLS
+        return _TLS
+    exchange.protocol = _UNKNOWN
+    return _UNKNOWN

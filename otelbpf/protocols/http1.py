@@ -21,7 +21,9 @@ Reasons given by ``Unparseable``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 __all__ = [
     "RequestHead",
@@ -110,20 +112,28 @@ KNOWN_METHODS = frozenset(
     }
 )
 _KNOWN_METHOD_MAX_LEN = max(len(m) for m in KNOWN_METHODS)
+_METHOD_NAMES = {m: m.decode("latin-1") for m in KNOWN_METHODS}  # decoded once, not per request
 
-# Header fields that are extracted, by lower-cased name -> slot in the values list.
-_HOST, _USER_AGENT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _TRACEPARENT = range(5)
-_REQUEST_FIELDS = {
-    b"host": _HOST,
-    b"user-agent": _USER_AGENT,
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"traceparent": _TRACEPARENT,
-}
-_RESPONSE_FIELDS = {
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-}
+# The fast path: a well-formed start line, matched in one go. Whatever these accept, the
+# general parsers accept with the same fields; anything else goes to the general parsers,
+# which say why it is unparseable. Leading CR/LF are skipped as the general parsers do.
+_REQUEST_LINE = re.compile(
+    rb"[\r\n]*([%b]{1,%d}) " % (re.escape(_TCHAR), MAX_METHOD_LEN)
+    + rb"([\x21-\x7e\x80-\xff]+) (HTTP/1\.[01])\r?\n"  # the target: _TARGET_BYTES
+)
+_STATUS_LINE = re.compile(rb"[\r\n]*(HTTP/1\.[01]) ([1-5][0-9][0-9])(?:\r?\n| ([^\n]*)\n)")
+# The end of a line, then an empty one: the first one after the start line ends the head.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+# Header fields that are extracted: LF, lower-cased name, colon, searched for in the
+# lower-cased header block (whose every line starts with the LF ending the one before), so
+# that only a name at the start of a line and right before the colon matches: not a name
+# with whitespace before the colon, nor an obs-fold continuation line. The first one counts.
+_HOST = b"\nhost:"
+_USER_AGENT = b"\nuser-agent:"
+_CONTENT_LENGTH = b"\ncontent-length:"
+_TRANSFER_ENCODING = b"\ntransfer-encoding:"
+_TRACEPARENT = b"\ntraceparent:"
 
 _EMPTY = Unparseable("empty")
 _TLS = Unparseable("tls")
@@ -146,6 +156,78 @@ def looks_like_request(data: bytes) -> bool:
 
 def parse_request(data: bytes) -> RequestHead | Unparseable:
     """Parse the head of an HTTP/1.0 or 1.1 request from a (possibly truncated) capture."""
+    match = _REQUEST_LINE.match(data)
+    if match is not None:
+        method, target, version = match.group(1, 2, 3)
+        nl = match.end() - 1
+    else:
+        line = _request_line(data)
+        if isinstance(line, Unparseable):
+            return line
+        method, target, version, nl = line
+
+    block, complete = _header_block(data, nl)
+    find = block.lower().find
+    # Most fields are absent: one find each, and the value is cut out only for a hit.
+    at = find(_HOST)
+    host = None if at < 0 else _value(block, at + len(_HOST))
+    at = find(_USER_AGENT)
+    user_agent = None if at < 0 else _value(block, at + len(_USER_AGENT))
+    at = find(_CONTENT_LENGTH)
+    content_length = None if at < 0 else _value(block, at + len(_CONTENT_LENGTH))
+    at = find(_TRANSFER_ENCODING)
+    transfer_encoding = None if at < 0 else _value(block, at + len(_TRANSFER_ENCODING))
+    at = find(_TRACEPARENT)
+    traceparent = None if at < 0 else _value(block, at + len(_TRACEPARENT))
+    method_name = _METHOD_NAMES.get(method)
+    return _request_head(
+        method.decode("latin-1") if method_name is None else method_name,
+        target.decode("latin-1"),
+        _VERSIONS[version],
+        None if host is None else host.decode("latin-1"),
+        None if user_agent is None else user_agent.decode("latin-1"),
+        None if content_length is None else _content_length(content_length),
+        None if transfer_encoding is None else transfer_encoding.decode("latin-1").lower(),
+        None if traceparent is None else traceparent.decode("latin-1"),
+        complete,
+    )
+
+
+def parse_response(data: bytes) -> ResponseHead | Unparseable:
+    """Parse the head of an HTTP/1.0 or 1.1 response from a (possibly truncated) capture."""
+    match = _STATUS_LINE.match(data)
+    if match is not None:
+        version, code, reason = match.group(1, 2, 3)
+        status_code = int(code)
+        if reason is None:
+            reason = b""
+        elif reason.endswith(b"\r"):
+            reason = reason[:-1]
+        nl = match.end() - 1
+    else:
+        line = _status_line(data)
+        if isinstance(line, Unparseable):
+            return line
+        version, status_code, reason, nl = line
+
+    block, complete = _header_block(data, nl)
+    find = block.lower().find
+    at = find(_CONTENT_LENGTH)
+    content_length = None if at < 0 else _value(block, at + len(_CONTENT_LENGTH))
+    at = find(_TRANSFER_ENCODING)
+    transfer_encoding = None if at < 0 else _value(block, at + len(_TRANSFER_ENCODING))
+    return _response_head(
+        _VERSIONS[version],
+        status_code,
+        reason.strip(b" \t").decode("latin-1"),
+        None if content_length is None else _content_length(content_length),
+        None if transfer_encoding is None else transfer_encoding.decode("latin-1").lower(),
+        complete,
+    )
+
+
+def _request_line(data: bytes) -> tuple[bytes, bytes, bytes, int] | Unparseable:
+    """Any request line: (method, target, version, index of its LF) or why it is unusable."""
     start = _skip_leading_blank_lines(data)
     if start >= len(data):
         return _EMPTY
@@ -173,32 +255,15 @@ def parse_request(data: bytes) -> RequestHead | Unparseable:
     if not sp2:
         # "GET /path" with no version: HTTP/0.9 if the method is a real one.
         return _NOT_HTTP1 if method in KNOWN_METHODS and version else _BAD_REQUEST_LINE
-    version_str = _VERSIONS.get(version)
-    if version_str is None:
+    if version not in _VERSIONS:
         return _NOT_HTTP1 if version.startswith(_STATUS_PREFIX) else _BAD_REQUEST_LINE
     if not target or target.translate(None, _TARGET_BYTES):
         return _BAD_REQUEST_LINE
-
-    values: list[bytes | None] = [None] * 5
-    complete = _scan_headers(data, nl + 1, _REQUEST_FIELDS, values)
-    host, user_agent, content_length, transfer_encoding, traceparent = values
-    return RequestHead(
-        method=method.decode("latin-1"),
-        target=target.decode("latin-1"),
-        version=version_str,
-        host=None if host is None else host.decode("latin-1"),
-        user_agent=None if user_agent is None else user_agent.decode("latin-1"),
-        content_length=_content_length(content_length),
-        transfer_encoding=(
-            None if transfer_encoding is None else transfer_encoding.decode("latin-1").lower()
-        ),
-        traceparent=None if traceparent is None else traceparent.decode("latin-1"),
-        complete=complete,
-    )
+    return method, target, version, nl
 
 
-def parse_response(data: bytes) -> ResponseHead | Unparseable:
-    """Parse the head of an HTTP/1.0 or 1.1 response from a (possibly truncated) capture."""
+def _status_line(data: bytes) -> tuple[bytes, int, bytes, int] | Unparseable:
+    """Any status line: (version, status code, reason, index of its LF) or why it is unusable."""
     start = _skip_leading_blank_lines(data)
     if start >= len(data):
         return _EMPTY
@@ -215,8 +280,7 @@ def parse_response(data: bytes) -> ResponseHead | Unparseable:
     end = nl - 1 if data[nl - 1] == 0x0D else nl
     line = data[start:end]
     version, sp, rest = line.partition(b" ")
-    version_str = _VERSIONS.get(version)
-    if version_str is None:
+    if version not in _VERSIONS:
         return _NOT_HTTP1 if version.startswith(_STATUS_PREFIX) and sp else _BAD_STATUS_LINE
     code, sp2, reason = rest.partition(b" ")
     if len(code) != 3 or code.translate(None, _DIGITS):
@@ -224,20 +288,7 @@ def parse_response(data: bytes) -> ResponseHead | Unparseable:
     status_code = int(code)
     if not 100 <= status_code <= 599:
         return _BAD_STATUS_LINE
-
-    values: list[bytes | None] = [None] * 5
-    complete = _scan_headers(data, nl + 1, _RESPONSE_FIELDS, values)
-    transfer_encoding = values[_TRANSFER_ENCODING]
-    return ResponseHead(
-        version=version_str,
-        status_code=status_code,
-        reason=reason.strip(b" \t").decode("latin-1"),
-        content_length=_content_length(values[_CONTENT_LENGTH]),
-        transfer_encoding=(
-            None if transfer_encoding is None else transfer_encoding.decode("latin-1").lower()
-        ),
-        complete=complete,
-    )
+    return version, status_code, reason, nl
 
 
 def _skip_leading_blank_lines(data: bytes) -> int:
@@ -248,44 +299,137 @@ def _skip_leading_blank_lines(data: bytes) -> int:
     return len(data) - len(data.lstrip(b"\r\n"))
 
 
-def _scan_headers(
-    data: bytes, pos: int, wanted: dict[bytes, int], values: list[bytes | None]
-) -> bool:
-    """Fill ``values`` with the first value of each ``wanted`` header, from ``pos`` on.
+def _header_block(data: bytes, nl: int) -> tuple[bytes, bool]:
+    """The header lines after the start line that ends with the LF at ``nl``, and whether
+    the blank line ending the head was seen.
 
-    Only complete lines (ending in LF) count; a line cut off by the end of the capture is
-    ignored. Lines without a colon, obs-fold continuation lines and names with
-    whitespace before the colon are skipped. Returns True when the blank line ending the
-    head was seen.
+    The block runs from that LF to the LF ending the last header line (excluded), so every
+    line in it starts with an LF. Only complete lines (ending in LF) count: a line cut off
+    by the end of the capture is left out; so is every line after the first
+    ``MAX_HEADER_LINES``.
     """
-    find = data.find
-    remaining = len(wanted)
-    for _ in range(MAX_HEADER_LINES):
-        nl = find(b"\n", pos)
-        if nl < 0:
-            return False
-        end = nl - 1 if nl > pos and data[nl - 1] == 0x0D else nl
-        if end == pos:
-            return True
-        colon = find(b":", pos, end)
-        if colon > pos:
-            slot = wanted.get(data[pos:colon].lower())
-            if slot is not None and values[slot] is None:
-                values[slot] = data[colon + 1 : end].strip(b" \t")
-                remaining -= 1
-                if not remaining:
-                    return _blank_line_from(data, nl + 1)
-        pos = nl + 1
-    return _blank_line_from(data, pos)
+    blank = _BLANK_LINE.search(data, nl)
+    complete = blank is not None
+    block = data[nl : blank.start()] if blank is not None else data[nl : data.rfind(b"\n")]
+    # A line holds at least one byte besides its LF, so a short block cannot be over the cap.
+    if len(block) > 2 * MAX_HEADER_LINES and block.count(b"\n") > MAX_HEADER_LINES:
+        cut = -1
+        for _ in range(MAX_HEADER_LINES + 1):
+            cut = block.find(b"\n", cut + 1)
+        block = block[:cut]  # up to the LF that starts line MAX_HEADER_LINES + 1
+    return block, complete
 
 
-def _blank_line_from(data: bytes, pos: int) -> bool:
-    """Is there an empty line at or after ``pos``, which is the start of a line?"""
-    # data[pos - 1] is the LF that ended the previous line.
-    return data.find(b"\n\n", pos - 1) >= 0 or data.find(b"\n\r\n", pos - 1) >= 0
+def _value(block: bytes, start: int) -> bytes:
+    """The field value from ``start`` to the end of its line, without the line's CR and
+    the spaces and tabs around it."""
+    end = block.find(b"\n", start)
+    if end < 0:
+        end = len(block)
+    if block[end - 1] == 0x0D:  # block[start - 1] is the colon: never a CR
+        end -= 1
+    return block[start:end].strip(b" \t")
 
 
 def _content_length(raw: bytes | None) -> int | None:
     if not raw or len(raw) > _MAX_CONTENT_LENGTH_DIGITS or raw.translate(None, _DIGITS):
         return None
     return int(raw)
+
+
+# The dataclass __init__ of a frozen class sets each field with object.__setattr__; the slot
+# descriptors' own setters take half the time. The parsers build their results with these:
+# the same frozen objects, faster.
+_new = object.__new__
+_Setter = Callable[[object, object], None]
+
+
+def _slot_setters(cls: type, *names: str) -> tuple[_Setter, ...]:
+    """The slot setters of the fields of ``cls``, which must be ``names`` in this order."""
+    if tuple(field.name for field in fields(cls)) != names:
+        raise TypeError(f"the fields of {cls.__name__} changed: update its builder")
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+(
+    _set_method,
+    _set_target,
+    _set_request_version,
+    _set_host,
+    _set_user_agent,
+    _set_request_content_length,
+    _set_request_transfer_encoding,
+    _set_traceparent,
+    _set_request_complete,
+) = _slot_setters(
+    RequestHead,
+    "method",
+    "target",
+    "version",
+    "host",
+    "user_agent",
+    "content_length",
+    "transfer_encoding",
+    "traceparent",
+    "complete",
+)
+(
+    _set_response_version,
+    _set_status_code,
+    _set_reason,
+    _set_response_content_length,
+    _set_response_transfer_encoding,
+    _set_response_complete,
+) = _slot_setters(
+    ResponseHead,
+    "version",
+    "status_code",
+    "reason",
+    "content_length",
+    "transfer_encoding",
+    "complete",
+)
+
+
+def _request_head(
+    method: str,
+    target: str,
+    version: str,
+    host: str | None,
+    user_agent: str | None,
+    content_length: int | None,
+    transfer_encoding: str | None,
+    traceparent: str | None,
+    complete: bool,
+) -> RequestHead:
+    """``RequestHead(...)``, faster."""
+    head = _new(RequestHead)
+    _set_method(head, method)
+    _set_target(head, target)
+    _set_request_version(head, version)
+    _set_host(head, host)
+    _set_user_agent(head, user_agent)
+    _set_request_content_length(head, content_length)
+    _set_request_transfer_encoding(head, transfer_encoding)
+    _set_traceparent(head, traceparent)
+    _set_request_complete(head, complete)
+    return head
+
+
+def _response_head(
+    version: str,
+    status_code: int,
+    reason: str,
+    content_length: int | None,
+    transfer_encoding: str | None,
+    complete: bool,
+) -> ResponseHead:
+    """``ResponseHead(...)``, faster."""
+    head = _new(ResponseHead)
+    _set_response_version(head, version)
+    _set_status_code(head, status_code)
+    _set_reason(head, reason)
+    _set_response_content_length(head, content_length)
+    _set_response_transfer_encoding(head, transfer_encoding)
+    _set_response_complete(head, complete)
+    return head

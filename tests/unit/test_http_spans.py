@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind
 
 from otelbpf.abi import ExchangeFlag, Role
 from otelbpf.exchange import Exchange, Protocol, SocketAddress
-from otelbpf.export.http_spans import SpanOptions, SpanRecord, http_span
+from otelbpf.export.http_spans import SpanOptions, SpanRecord, http_span, split_host
 from otelbpf.protocols.classify import classify
 
 T0 = 1_700_000_000_000_000_000
@@ -419,3 +419,10 @@ def test_http_classification_attaches_parsed_heads() -> None:
     assert exchange.http_request.target == "/users/42?token=s3cret&page=2"
     assert exchange.http_response is not None
     assert exchange.http_response.status_code == 200
+
+
+def test_a_host_port_that_only_looks_numeric_is_no_port() -> None:
+    # '²' passes str.isdigit() but int() rejects it: the span must still be built
+    assert split_host("h:\u00b2") == ("h:\u00b2", None)
+    assert split_host("[::1]:\u00b2") == ("::1", None)
+    assert split_host("h:8080") == ("h", 8080)
