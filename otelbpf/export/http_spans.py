@@ -7,8 +7,7 @@ the tracing stage turns a SpanRecord into an SDK span.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 
 from opentelemetry.semconv._incubating.attributes.http_attributes import (
@@ -36,6 +35,7 @@ from opentelemetry.trace import SpanKind
 
 from otelbpf.abi import ExchangeFlag, Role
 from otelbpf.exchange import Exchange
+from otelbpf.frozen import fast_constructor
 from otelbpf.urls import origin_for_url, redact_query, route_of, split_target
 
 KNOWN_METHODS = frozenset(
@@ -222,64 +222,4 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     )
 
 
-# The dataclass __init__ of a frozen class sets each field with object.__setattr__; the slot
-# descriptors' own setters take half the time. http_span builds its records with these: the
-# same frozen objects, faster.
-_new = object.__new__
-_Setter = Callable[[object, object], None]
-
-
-def _slot_setters(cls: type, *names: str) -> tuple[_Setter, ...]:
-    """The slot setters of the fields of ``cls``, which must be ``names`` in this order."""
-    if tuple(field.name for field in fields(cls)) != names:
-        raise TypeError(f"the fields of {cls.__name__} changed: update its builder")
-    return tuple(getattr(cls, name).__set__ for name in names)
-
-
-(
-    _set_name,
-    _set_kind,
-    _set_start_ns,
-    _set_end_ns,
-    _set_attributes,
-    _set_is_error,
-    _set_traceparent,
-    _set_metric_attributes,
-    _set_duration_metric,
-) = _slot_setters(
-    SpanRecord,
-    "name",
-    "kind",
-    "start_ns",
-    "end_ns",
-    "attributes",
-    "is_error",
-    "traceparent",
-    "metric_attributes",
-    "duration_metric",
-)
-
-
-def _span_record(
-    name: str,
-    kind: SpanKind,
-    start_ns: int,
-    end_ns: int,
-    attributes: dict[str, AttributeValue],
-    is_error: bool,
-    traceparent: str | None,
-    metric_attributes: dict[str, AttributeValue],
-    duration_metric: str,
-) -> SpanRecord:
-    """``SpanRecord(...)``, faster."""
-    record = _new(SpanRecord)
-    _set_name(record, name)
-    _set_kind(record, kind)
-    _set_start_ns(record, start_ns)
-    _set_end_ns(record, end_ns)
-    _set_attributes(record, attributes)
-    _set_is_error(record, is_error)
-    _set_traceparent(record, traceparent)
-    _set_metric_attributes(record, metric_attributes)
-    _set_duration_metric(record, duration_metric)
-    return record
+_span_record = fast_constructor(SpanRecord)
