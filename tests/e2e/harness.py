@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +11,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
@@ -179,3 +182,73 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{http}
+    server {{
+{server}
+        root {dir}/www;
+    }}
+}}
+"""
+
+
+class NginxServer:
+    """The distribution's nginx (a master and one forked worker) in its own directory.
+
+    ``http`` and ``server`` are the test's own directives, inside the http and server blocks
+    of a conf that keeps every path in that directory; ``www`` maps paths to file contents.
+    """
+
+    def __init__(
+        self, directory: Path, ports: list[int], http: str, server: str, www: dict[str, bytes]
+    ) -> None:
+        self.dir = directory
+        self.ports = ports
+        for path, content in www.items():
+            (directory / "www" / path).parent.mkdir(parents=True, exist_ok=True)
+            (directory / "www" / path).write_bytes(content)
+        self.conf = directory / "nginx.conf"
+        self.conf.write_text(NGINX_CONF.format(dir=directory, http=http, server=server))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NginxServer:
+        nginx = shutil.which("nginx")
+        if nginx is None:
+            raise RuntimeError("nginx is not installed: ./setup.sh --test installs it")
+        self.process = subprocess.Popen(
+            [nginx, "-c", str(self.conf), "-p", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in self.ports:
+            wait_for_port(port)
+        return self
+
+    @property
+    def master_pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pids(self) -> set[int]:
+        return {child.pid for child in psutil.Process(self.master_pid).children()}
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -24,9 +24,9 @@ from tests.e2e.harness import (
     PYTHON,
     AgentProcess,
     Background,
+    NginxServer,
     free_port,
     self_signed_cert,
-    wait_for_port,
 )
 from tests.otlp_receiver import OtlpReceiver, ReceivedMetricPoint, ReceivedSpan
 
@@ -375,77 +375,32 @@ def test_grpc_channel_opened_before_the_agent_spans_say_nothing_false(
 
 # ---------------------------------------------------------------- nginx and curl
 
-H2_NGINX_CONF = """
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{h2c_port} http2;
-        listen 127.0.0.1:{tls_port} ssl http2;
-        ssl_certificate {dir}/cert.pem;
-        ssl_certificate_key {dir}/key.pem;
-        root {dir}/www;
-        location = /fail {{ return 500; }}
-    }}
-}}
-"""
 INDEX = "hello from nginx over h2\n"
 ITEM = "item\n"
 
 
-class H2Nginx:
+class H2Nginx(NginxServer):
     """nginx 1.22 serving h2c (prior knowledge) on one port and h2 over TLS on another."""
 
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
         self.h2c_port = free_port()
         self.tls_port = free_port()
         while self.tls_port == self.h2c_port:
             self.tls_port = free_port()
-        (directory / "www" / "items").mkdir(parents=True)
-        (directory / "www" / "index.html").write_text(INDEX)
-        (directory / "www" / "items" / "1234").write_text(ITEM)
         require("openssl")
-        self_signed_cert(directory)
-        self.conf = directory / "nginx.conf"
-        self.conf.write_text(
-            H2_NGINX_CONF.format(dir=directory, h2c_port=self.h2c_port, tls_port=self.tls_port)
+        cert, key = self_signed_cert(directory)
+        super().__init__(
+            directory,
+            [self.h2c_port, self.tls_port],
+            http="",
+            server=f"""\
+        listen 127.0.0.1:{self.h2c_port} http2;
+        listen 127.0.0.1:{self.tls_port} ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location = /fail {{ return 500; }}""",
+            www={"index.html": INDEX.encode(), "items/1234": ITEM.encode()},
         )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> H2Nginx:
-        self.process = subprocess.Popen(
-            [require("nginx"), "-c", str(self.conf), "-p", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.h2c_port)
-        wait_for_port(self.tls_port)
-        return self
-
-    @property
-    def master_pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def worker_pids(self) -> set[int]:
-        return {child.pid for child in psutil.Process(self.master_pid).children()}
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 @pytest.fixture

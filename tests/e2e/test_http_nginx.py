@@ -2,78 +2,36 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import agent_env, require
-from tests.e2e.harness import curl, free_port, python_client, wait_for_port
+from tests.e2e.harness import NginxServer, curl, free_port, python_client
 
-NGINX_CONF = """
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    sendfile on;
-    keepalive_timeout 30;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} sndbuf=16k;
-        root {dir}/www;
-        location = /fail {{ return 500; }}
-        location = /created {{ return 201 "made"; }}
-    }}
-}}
-"""
+WWW = {
+    "index.html": b"hello from nginx\n",
+    "items/1234": b"item\n",
+    "big.bin": b"b" * (1 << 20),
+}
 
 
-class Nginx:
+class Nginx(NginxServer):
+    """Plain HTTP on one port, with sendfile (1 MiB file) and a small socket buffer."""
+
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
         self.port = free_port()
-        (directory / "www" / "items").mkdir(parents=True)
-        (directory / "www" / "index.html").write_text("hello from nginx\n")
-        (directory / "www" / "items" / "1234").write_text("item\n")
-        (directory / "www" / "big.bin").write_bytes(b"b" * (1 << 20))
-        self.conf = directory / "nginx.conf"
-        self.conf.write_text(NGINX_CONF.format(dir=directory, port=self.port))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Nginx:
-        self.process = subprocess.Popen(
-            [require("nginx"), "-c", str(self.conf), "-p", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        super().__init__(
+            directory,
+            [self.port],
+            http="    sendfile on;\n    keepalive_timeout 30;",
+            server=f"""\
+        listen 127.0.0.1:{self.port} sndbuf=16k;
+        location = /fail {{ return 500; }}
+        location = /created {{ return 201 "made"; }}""",
+            www=WWW,
         )
-        wait_for_port(self.port)
-        return self
-
-    @property
-    def master_pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.master_pid)], capture_output=True, text=True, check=False
-        ).stdout
-        return [int(pid) for pid in out.split()]
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 @pytest.fixture

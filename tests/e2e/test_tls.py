@@ -21,12 +21,13 @@ from tests.e2e.harness import (
     PYTHON,
     AgentProcess,
     Background,
+    NginxServer,
     curl,
     free_port,
     python_client,
     self_signed_cert,
 )
-from tests.e2e.test_http_nginx import Nginx
+from tests.e2e.test_http_nginx import WWW as NGINX_WWW
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 MS = 1_000_000
@@ -263,41 +264,23 @@ def test_python_client_that_loads_libssl_after_the_agent_started(
 
 # ---------------------------------------------------------------- nginx and curl (OpenSSL)
 
-NGINX_TLS_CONF = """
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    keepalive_timeout 30;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        root {dir}/www;
-        location = /fail {{ return 500; }}
-        location = /created {{ return 201 "made"; }}
-    }}
-}}
-"""
 
-
-class TlsNginx(Nginx):
-    """The plaintext tests' nginx, listening with ssl on the certificate fixture."""
+class TlsNginx(NginxServer):
+    """The plaintext tests' nginx and files, listening with ssl on the certificate fixture."""
 
     def __init__(self, directory: Path, cert: tuple[Path, Path]) -> None:
-        super().__init__(directory)
-        self.conf.write_text(
-            NGINX_TLS_CONF.format(dir=directory, port=self.port, cert=cert[0], key=cert[1])
+        self.port = free_port()
+        super().__init__(
+            directory,
+            [self.port],
+            http="    keepalive_timeout 30;",
+            server=f"""\
+        listen 127.0.0.1:{self.port} ssl;
+        ssl_certificate {cert[0]};
+        ssl_certificate_key {cert[1]};
+        location = /fail {{ return 500; }}
+        location = /created {{ return 201 "made"; }}""",
+            www=NGINX_WWW,
         )
 
 
