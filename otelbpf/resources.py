@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from urllib.parse import unquote
 
 import psutil
@@ -25,6 +26,12 @@ from opentelemetry.semconv._incubating.attributes.process_attributes import (
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
 AttributeMap = dict[str, str | int]
+
+# A process caught inside execve already shows its new /proc/<pid>/exe, but its argv and
+# environment are published a moment later; under load that window lasts milliseconds. A user
+# process with an empty command line is read again, this many times, before it is believed.
+EXEC_SETTLE_TRIES = 20
+EXEC_SETTLE_PAUSE = 0.002  # seconds between tries: at most 40 ms, once per new process
 
 
 def parse_resource_attributes(text: str | None) -> dict[str, str]:
@@ -50,19 +57,7 @@ class ResourceDetector:
         attributes: AttributeMap = {**self._agent_attributes}
         attributes[HOST_NAME] = self._host_name
         attributes[PROCESS_PID] = pid
-        service_name = None
-        try:
-            process = psutil.Process(pid)
-            with process.oneshot():
-                exe = process.exe()
-                name = os.path.basename(exe) if exe else process.name()
-                cmdline = process.cmdline()
-                try:
-                    environ = process.environ()
-                except (psutil.AccessDenied, OSError):
-                    environ = {}
-        except (psutil.Error, OSError):
-            exe, name, cmdline, environ = "", comm, [], {}
+        exe, name, cmdline, environ = self._read_process(pid, comm)
         own = parse_resource_attributes(environ.get(OTEL_RESOURCE_ATTRIBUTES))
         attributes.update(own)
         service_name = environ.get(OTEL_SERVICE_NAME) or own.get(SERVICE_NAME) or name or comm
@@ -74,6 +69,29 @@ class ResourceDetector:
         if cmdline:
             attributes[PROCESS_COMMAND_LINE] = " ".join(cmdline)
         return Resource(attributes)
+
+    @staticmethod
+    def _read_process(pid: int, comm: str) -> tuple[str, str, list[str], dict[str, str]]:
+        """exe, name, argv and environment of a live process; the event's comm if it is gone."""
+        tries_left = EXEC_SETTLE_TRIES
+        while True:
+            try:
+                process = psutil.Process(pid)
+                with process.oneshot():
+                    exe = process.exe()
+                    name = os.path.basename(exe) if exe else process.name()
+                    cmdline = process.cmdline()
+                    try:
+                        environ = process.environ()
+                    except (psutil.AccessDenied, OSError):
+                        environ = {}
+            except (psutil.Error, OSError):
+                return "", comm, [], {}
+            # kernel threads have no exe and no argv; only a user process can be mid-exec
+            tries_left -= 1
+            if cmdline or not exe or not tries_left:
+                return exe, name, cmdline, environ
+            time.sleep(EXEC_SETTLE_PAUSE)
 
     def for_agent(self) -> Resource:
         attributes: AttributeMap = {**self._agent_attributes}

@@ -38,7 +38,8 @@ def spawn() -> Iterator:
     children: list[subprocess.Popen] = []
 
     def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        # Popen returns once exec has happened: /proc/<pid>/exe and environ are the new ones
+        # Popen returns once exec is under way: /proc/<pid>/exe is already the new one, but argv
+        # and environ may not be published yet (see test_process_caught_inside_exec_...)
         child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
         children.append(child)
         return child
@@ -169,6 +170,31 @@ def test_agent_attributes_apply_to_every_process_but_not_its_service_name(
         "process.executable.name": "redis-server",
         "host.name": HOST,
     }
+
+
+def test_process_caught_inside_exec_still_gets_its_argv_and_environment(program: Path) -> None:
+    """Busy CPUs stretch the moment inside execve where exe is new but argv is still empty."""
+    hogs = [
+        subprocess.Popen(["sha1sum", "/dev/zero"], stdout=subprocess.DEVNULL)
+        for _ in range((os.cpu_count() or 1) + 2)
+    ]
+    detector = ResourceDetector(environ={})
+    env = {"OTEL_SERVICE_NAME": "checkout"}
+    incomplete = 0
+    try:
+        for n in range(100):
+            child = subprocess.Popen([str(program), "600", str(n)], env=env)
+            attributes = dict(detector.for_process(child.pid).attributes)
+            child.kill()
+            child.wait()
+            expected = (f"{program} 600 {n}", "checkout")
+            got = (attributes.get("process.command_line"), attributes["service.name"])
+            incomplete += got != expected
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert incomplete == 0
 
 
 def test_agent_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
