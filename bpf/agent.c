@@ -15,8 +15,9 @@
  * registers and user memory. No kernel struct layout is read, so headers of another kernel
  * version compile it safely.
  *
- * Defines set by the loader: AGENT_TGID, MAX_CONNS, RINGBUF_PAGES, WAKEUP_BATCH,
- * REQUEST_HEAD_SIZE, RESPONSE_HEAD_SIZE.
+ * Defines set by the loader: MAX_CONNS, RINGBUF_PAGES, WAKEUP_BATCH, REQUEST_HEAD_SIZE,
+ * RESPONSE_HEAD_SIZE. Nothing that differs between two runs of the agent is compiled in (its
+ * pid is a setting), so one compiled object serves every run: see otelbpf/probes/compiled.py.
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -61,9 +62,6 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 BPF_HASH(allowed_pids, __u32, __u8, 65536);       /* tgid -> 1: processes being traced */
 BPF_HASH(selector_ports, __u16, __u8, 256);       /* TCP port -> 1: --port selectors */
-struct comm_key {
-    char comm[TASK_COMM_LEN];
-};
 BPF_HASH(selector_comms, struct comm_key, __u8, 256); /* --exe NAME without wildcards */
 BPF_ARRAY(settings, __u64, SETTING_MAX);
 BPF_PERCPU_ARRAY(counters, __u64, COUNTER_MAX);
@@ -85,15 +83,6 @@ BPF_HASH(socket_types, __u64, __u32, 65536);      /* (pid, fd) -> socket type fr
 enum io_kind { IO_FLAT = 0, IO_IOVEC = 1, IO_MSG = 2, IO_SIZE_ONLY = 3 };
 enum io_dir { DIR_EGRESS = 0, DIR_INGRESS = 1 };
 
-struct io_args {
-    __u64 conn_key;
-    const void *buf; /* flat buffer, iovec array or msghdr, per kind */
-    __u64 iovcnt;
-    __u8 kind;
-    __u8 dir;
-    __u8 _pad[2];
-    __s32 nr; /* syscall number the entry saw; -1 when unknown (kprobes) */
-};
 BPF_HASH(pending_io, __u64, struct io_args, 16384);
 
 struct connect_args {
@@ -102,11 +91,6 @@ struct connect_args {
 };
 BPF_HASH(pending_connect, __u64, struct connect_args, 4096);
 
-struct accept_args {
-    __u64 listen_fd;
-    const void *peer_addr;
-    __s64 nr;
-};
 BPF_HASH(pending_accept, __u64, struct accept_args, 4096);
 
 struct socket_args {
@@ -164,9 +148,14 @@ static __always_inline __u64 setting(__u32 index) {
     return value ? *value : 0;
 }
 
+/* The agent's pid, a setting rather than a define: the compiled object is cached and reused. */
+static __always_inline __u32 agent_tgid(void) {
+    return (__u32)setting(SETTING_AGENT_TGID);
+}
+
 /* The filter every program checks first: untraced processes leave after one lookup. */
 static __always_inline int is_traced(__u32 tgid) {
-    if (tgid == AGENT_TGID)
+    if (tgid == agent_tgid())
         return 0;
     if (allowed_pids.lookup(&tgid))
         return 1;
@@ -175,7 +164,7 @@ static __always_inline int is_traced(__u32 tgid) {
 
 static __always_inline void allow(__u32 tgid) {
     __u8 one = 1;
-    if (tgid != AGENT_TGID)
+    if (tgid != agent_tgid())
         allowed_pids.update(&tgid, &one);
 }
 
@@ -712,7 +701,7 @@ static __always_inline int bind_enter(__u64 fd, const void *uaddr) {
 static __always_inline int connect_enter(__u64 fd, const void *uaddr) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if (tgid == AGENT_TGID) {
+    if (tgid == agent_tgid()) {
         /* the agent's own exporter connecting: the agent learns its new local port before a
          * traced collector can show it the exchange (events keep their order) */
         struct address_request notice = {.type = EVENT_AGENT_CONNECT, .pid = tgid, .fd = fd};
@@ -842,7 +831,7 @@ static __always_inline int mmap_enter(__u64 prot, __s64 fd) {
  * exchanges idle past SETTING_IDLE_NS, or forced ones, are emitted here, in the kernel, so
  * the sweep never races with the probes over a connection's state. */
 static __always_inline int flush_trigger(void) {
-    if ((bpf_get_current_pid_tgid() >> 32) != AGENT_TGID)
+    if ((bpf_get_current_pid_tgid() >> 32) != agent_tgid())
         return 0;
     __u64 entries = setting(SETTING_FLUSH_COUNT);
     __u64 idle_ns = setting(SETTING_IDLE_NS);
@@ -912,7 +901,7 @@ static __always_inline int process_exec(struct sched_process_exec_ctx *args) {
         return 0;
     event->type = EVENT_EXEC;
     event->pid = bpf_get_current_pid_tgid() >> 32;
-    if (event->pid == AGENT_TGID)
+    if (event->pid == agent_tgid())
         return 0;
     event->ppid = 0;
     bpf_get_current_comm(&event->comm, sizeof(event->comm));

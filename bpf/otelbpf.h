@@ -169,13 +169,38 @@ struct flush_request {
     __u64 force;    /* 1: flush whatever is pending (process gone, shutdown); 0: only if idle */
 };
 
+/* Key of selector_comms: an --exe name the kernel matches at exec (user space fills it). */
+struct comm_key {
+    char comm[TASK_COMM_LEN];
+};
+
+/* A read or write between its entry and its exit, keyed by thread. User space seeds one for
+ * a thread already blocked in a read when the probes attach. */
+struct io_args {
+    __u64 conn_key;
+    const void *buf; /* flat buffer, iovec array or msghdr, per kind */
+    __u64 iovcnt;
+    __u8 kind;
+    __u8 dir;
+    __u8 _pad[2];
+    __s32 nr; /* syscall number the entry saw; -1 when unknown (kprobes) */
+};
+
+/* An accept between its entry and its exit, keyed by thread (seeded like io_args). */
+struct accept_args {
+    __u64 listen_fd;
+    const void *peer_addr;
+    __s64 nr;
+};
+
 /* Index of the settings array. */
 enum setting_index {
     SETTING_TRACE_ALL = 0,   /* 1: trace every process but the agent */
     SETTING_IDLE_NS = 1,     /* an exchange idle this long is flushed by the sweep */
     SETTING_FLUSH_COUNT = 2, /* entries in the flush queue for the next trigger */
     SETTING_PORT_FILTER = 3, /* 1: the ports map selects processes by TCP port */
-    SETTING_MAX = 4,
+    SETTING_AGENT_TGID = 4,  /* the agent's own pid: never traced, the only flush trigger */
+    SETTING_MAX = 5,
 };
 
 #endif

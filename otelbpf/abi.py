@@ -74,6 +74,7 @@ class Setting(enum.IntEnum):
     IDLE_NS = 1
     FLUSH_COUNT = 2
     PORT_FILTER = 3
+    AGENT_TGID = 4
 
 
 class Endpoint(ctypes.Structure):
@@ -133,6 +134,30 @@ class AddressRequest(ctypes.Structure):
 
 class FlushRequest(ctypes.Structure):
     _fields_ = [("conn_key", ctypes.c_uint64), ("force", ctypes.c_uint64)]
+
+
+class CommKey(ctypes.Structure):
+    _fields_ = [("comm", ctypes.c_char * TASK_COMM_LEN)]
+
+
+class IoArgs(ctypes.Structure):
+    _fields_ = [
+        ("conn_key", ctypes.c_uint64),
+        ("buf", ctypes.c_uint64),  # a user-space pointer
+        ("iovcnt", ctypes.c_uint64),
+        ("kind", ctypes.c_uint8),
+        ("dir", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 2),
+        ("nr", ctypes.c_int32),
+    ]
+
+
+class AcceptArgs(ctypes.Structure):
+    _fields_ = [
+        ("listen_fd", ctypes.c_uint64),
+        ("peer_addr", ctypes.c_uint64),  # a user-space pointer
+        ("nr", ctypes.c_int64),
+    ]
 
 
 def _exchange_fields(request_size: int, response_size: int) -> list[tuple[str, type]]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otelbpf import memory, preflight
+from otelbpf import preflight
 from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Role
 from otelbpf.clock import MonotonicToWall
 from otelbpf.config import DEFAULT_NICE
@@ -85,7 +85,7 @@ class Agent:
     def run(self) -> int:
         started = time.monotonic()
         preflight.run_all()
-        # bcc is importable only after the preflight: imported here, kept out of every other stage
+        # the probes need the preflight's tracefs and headers: imported here, after it
         from otelbpf.probes.features import choose_probe_mode
         from otelbpf.probes.loader import ProbeSettings, SocketProbes
 
@@ -126,8 +126,6 @@ class Agent:
                 self.tls.hook_system_libraries()
             for pid in targets:
                 self.tls.scan(pid)
-            released = memory.release_compiler_memory()  # the compile is over
-            log.debug("compiler memory paged out: %d MiB", released >> 20)
             self._lower_priority()  # after the compile: start-up keeps its full share
             self.tracing_started_at = time.monotonic()
             log.info(

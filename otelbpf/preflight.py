@@ -1,13 +1,15 @@
 """Checks made before any probe is loaded, each with a message that says how to fix it.
 
 Root or capabilities, tracefs mounted, kernel headers bcc can compile against, bcc itself.
-Runs before bcc is imported: bcc decides where tracefs lives at import time.
+Runs before bcc is imported (only ever in the compile's child process): bcc decides where
+tracefs lives at import time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import logging
 import os
 import platform
@@ -125,6 +127,20 @@ def find_kernel_headers() -> Path | None:
     )
 
 
+def _bcc_missing() -> SetupError:
+    return SetupError(
+        "bcc (the BPF Compiler Collection's Python binding) is not installed",
+        "apt-get install python3-bpfcc (or run the README's set-up command)",
+    )
+
+
+def check_bcc() -> None:
+    """bcc is there to compile with, without importing it: the agent process never does
+    (its compiler stays in the child process otelbpf.probes.compiled starts)."""
+    if importlib.util.find_spec("bcc") is None and not (DIST_PACKAGES / "bcc").is_dir():
+        raise _bcc_missing()
+
+
 def import_bcc() -> object:
     """Import bcc, which Debian ships for the system Python only (python3-bpfcc)."""
     try:
@@ -140,10 +156,7 @@ def import_bcc() -> object:
                     "reinstall it: apt-get install --reinstall python3-bpfcc",
                 ) from None
             return bcc
-        raise SetupError(
-            "bcc (the BPF Compiler Collection's Python binding) is not installed",
-            "apt-get install python3-bpfcc (or run the README's set-up command)",
-        ) from None
+        raise _bcc_missing() from None
     return bcc
 
 
@@ -154,5 +167,5 @@ def run_all() -> Path | None:
     headers = find_kernel_headers()
     if headers is not None:
         os.environ["BCC_KERNEL_SOURCE"] = str(headers)
-    import_bcc()
+    check_bcc()
     return headers

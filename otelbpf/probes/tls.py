@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from otelbpf.probes import bpf_calls
+from otelbpf.probes.objects import LoadedObject
 from otelbpf.tlslibs import HookKind, TlsLibrary
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ class AttachedLibrary:
 
 
 class TlsHooks:
-    def __init__(self, bpf: object) -> None:
+    def __init__(self, bpf: LoadedObject) -> None:
         self._bpf = bpf
         self.attached: dict[tuple[int, int], AttachedLibrary] = {}
 
@@ -31,19 +33,19 @@ class TlsHooks:
         if known is not None:
             return known
         state = AttachedLibrary(library)
-        path = library.path.encode()
+        offsets: dict[str, int] = {}
         for hook in library.hooks:
-            symbol = hook.symbol.encode()
-            program = hook.program.encode()
             try:
-                if hook.kind is HookKind.RETURN:
-                    self._bpf.attach_uretprobe(name=path, sym=symbol, fn_name=program)
-                else:
-                    self._bpf.attach_uprobe(
-                        name=path, sym=symbol, fn_name=program, sym_off=hook.offset
-                    )
+                if hook.symbol not in offsets:
+                    offsets[hook.symbol] = bpf_calls.symbol_offset(library.path, hook.symbol)
+                self._bpf.attach_uprobe(
+                    library.path,
+                    offsets[hook.symbol] + hook.offset,
+                    hook.program,
+                    on_return=hook.kind is HookKind.RETURN,
+                )
                 state.hooks += 1
-            except Exception as error:  # one missing symbol must not cost the others
+            except OSError as error:  # one missing symbol must not cost the others
                 state.errors.append(f"{hook.symbol}+{hook.offset}: {error}")
         self.attached[library.file_id] = state
         log.info(

@@ -227,28 +227,26 @@ def _thread_nice(pid: int) -> dict[int, int]:
     return nice
 
 
-def _compiler_rss_kib(pid: int) -> int:
-    rss, in_compiler = 0, False
-    with open(f"/proc/{pid}/smaps") as smaps:
-        for line in smaps:
-            first = line.split(maxsplit=1)[0]
-            if "-" in first and not first.endswith(":"):
-                in_compiler = "/libLLVM" in line or "/libclang" in line
-            elif first == "Rss:" and in_compiler:
-                rss += int(line.split()[1])
-    return rss
+def _compiler_libraries(pid: int) -> set[str]:
+    """bcc's compiler libraries (libbcc.so: clang and LLVM) mapped into process pid."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return {
+            line.split()[-1]
+            for line in maps
+            if any(name in line for name in ("/libLLVM", "/libclang", "/libbcc.so"))
+        }
 
 
-def test_agent_yields_the_cpu_and_gives_back_the_compilers_pages(receiver, server, start_agent):
+def test_agent_yields_the_cpu_and_holds_no_compiler(receiver, server, start_agent):
     proc, port = server
     agent = start_agent(["--pid", str(proc.pid)], agent_env(receiver))
     python_client("keepalive", "127.0.0.1", port, "/ping", 2)
     assert len(wait_server_spans(receiver, proc.pid, 2)) == 2  # exporting threads exist
     nice = _thread_nice(agent.process.pid)
     assert len(nice) > 3 and set(nice.values()) == {10}, nice  # every thread, gRPC's too
-    # bcc's in-process clang read ~80 MiB of libLLVM/libclang; what stays is their relocated
-    # read-only data (about 10 MiB, written once at load: no file to page it back from)
-    assert _compiler_rss_kib(agent.process.pid) < 16 * 1024
+    # bcc compiles in a child process (or not at all, from the cache): clang and LLVM, 60+ MiB
+    # once relocated, are never mapped into the agent
+    assert _compiler_libraries(agent.process.pid) == set()
     assert agent.stop() == 0
 
     agent = start_agent(["--pid", str(proc.pid), "--nice", "0"], agent_env(receiver))

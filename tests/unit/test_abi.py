@@ -42,8 +42,9 @@ LAYOUT_IDS = ["1024-512", "256-128"]
 
 
 def _compile(layout: AbiLayout) -> object:
-    """What SocketProbes does before attaching: the preflight, then compile_program()."""
-    from otelbpf.probes.loader import ProbeSettings, compile_program
+    """What the compile's child process does, after the agent's preflight."""
+    from otelbpf.probes.compiled import compile_with_bcc
+    from otelbpf.probes.loader import ProbeSettings
 
     preflight.check_privileges()
     preflight.ensure_tracefs()
@@ -52,7 +53,7 @@ def _compile(layout: AbiLayout) -> object:
         if headers is not None:
             env.setenv("BCC_KERNEL_SOURCE", str(headers))
         preflight.import_bcc()
-        return compile_program(ProbeSettings(layout=layout))
+        return compile_with_bcc(ProbeSettings(layout=layout).cflags)
 
 
 @pytest.fixture(scope="module", params=LAYOUTS, ids=LAYOUT_IDS)
@@ -141,6 +142,13 @@ def test_process_event_matches(compiled: tuple[AbiLayout, object]) -> None:
     assert ctypes.sizeof(abi.ProcessEvent) == 16 + abi.TASK_COMM_LEN + abi.EXEC_FILENAME_SIZE
 
 
+def test_user_written_args_match(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    _assert_same_layout(_leaf(bpf, "pending_io"), abi.IoArgs)
+    _assert_same_layout(_leaf(bpf, "pending_accept"), abi.AcceptArgs)
+    _assert_same_layout(bpf[b"selector_comms"].Key, abi.CommKey)
+
+
 def test_flush_request_matches(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
     _assert_same_layout(_leaf(bpf, "flush_queue"), abi.FlushRequest)
@@ -195,6 +203,34 @@ def test_every_program_passes_the_verifier(compiled: tuple[AbiLayout, object]) -
         assert function.fd >= 0
         loaded.append(name)
     assert len(loaded) == len(_source_program_names())
+
+
+def test_the_extracted_object_loads_without_bcc(compiled: tuple[AbiLayout, object]) -> None:
+    """What a cached start does: maps made anew, their descriptors written into the
+    bytecode, every program through the verifier again, with no bcc object involved."""
+    from otelbpf.probes.compiled import CompiledObject, extract
+    from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject
+
+    _, bpf = compiled
+    extracted = CompiledObject.from_json(extract(bpf).to_json())
+    assert sorted(extracted.programs) == _source_program_names()
+    assert {spec.name for spec in extracted.maps} >= {"conns", "events", "settings", "counters"}
+    # every map reference in the code is made symbolic, none is left pointing at bcc's maps
+    slots = [slot for program in extracted.programs.values() for slot in program.map_slots]
+    assert len(slots) > len(extracted.programs)
+    assert {name for _, name in slots} <= {spec.name for spec in extracted.maps}
+    loaded = LoadedObject(extracted)
+    try:
+        assert set(loaded.map_fds) == {spec.name for spec in extracted.maps}
+        from bcc import lib
+
+        bcc_fds = {lib.bpf_table_fd(bpf.module, name.encode()) for name in loaded.map_fds}
+        assert not set(loaded.map_fds.values()) & bcc_fds  # maps of its own
+        for name in extracted.programs:
+            kind = PROG_KPROBE if _is_kprobe_program(name) else PROG_TRACEPOINT
+            assert loaded.program(name, kind) >= 0  # raises with the verifier's log
+    finally:
+        loaded.close()
 
 
 def test_loader_names_only_programs_that_exist() -> None:

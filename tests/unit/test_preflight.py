@@ -31,13 +31,14 @@ def test_bcc_not_installed(monkeypatch, tmp_path):
         sys, "path", [p for p in sys.path if "bcc" not in p and "dist-packages" not in p]
     )
     monkeypatch.delitem(sys.modules, "bcc", raising=False)
-    with pytest.raises(SetupError) as raised:
-        preflight.import_bcc()
-    assert (
-        "bcc (the BPF Compiler Collection's Python binding) is not installed"
-        in raised.value.message
-    )
-    assert "apt-get install python3-bpfcc" in raised.value.fix
+    for check in (preflight.import_bcc, preflight.check_bcc):
+        with pytest.raises(SetupError) as raised:
+            check()
+        assert (
+            "bcc (the BPF Compiler Collection's Python binding) is not installed"
+            in raised.value.message
+        )
+        assert "apt-get install python3-bpfcc" in raised.value.fix
 
 
 def test_headers_from_bcc_kernel_source(monkeypatch, tmp_path):
