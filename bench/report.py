@@ -215,6 +215,11 @@ def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> s
             "|---|---|",
             f'| process start → "tracing" logged (median) | {spread("startup_s", "s")} |',
             f'| the agent\'s own "started in" figure | {spread("self_reported_startup_s", "s")} |',
+            "| the same, for a start that compiles (empty cache: a new machine, kernel or "
+            f"version) | {spread('compiling_startup_s', 's')} |",
+            f"| the compile itself, in its child process | {spread('compile_s', 's')} |",
+            "| the compile's child process, peak RSS (the agent never holds it) | "
+            f"{spread('compile_peak_kib', 'MiB', 1024, '{:.0f}')} |",
             f"| SIGINT → exit, final flush included | {spread('stop_s', 's')} |",
             f"| RSS once tracing | {spread('rss_idle_kib', 'MiB', 1024, '{:.0f}')} |",
         ]

@@ -215,6 +215,10 @@ class PythonApp:
 SUMMARY = re.compile(r"otelbpf INFO stopped: (?P<summary>.*)$", re.MULTILINE)
 PROBE_MODE = re.compile(r"otelbpf INFO probe mode: (?P<mode>\S+)")
 SELF_STARTUP = re.compile(r"otelbpf INFO tracing .*started in (?P<s>[0-9.]+)s")
+COMPILED = re.compile(
+    r"compiled \d+ BPF programs in (?P<s>[0-9.]+)s in a child process "
+    r"\(its peak RSS: (?P<mib>\d+) MiB\)"
+)
 
 
 # `--agent-src DIR`: run the agent from another copy of the source (a `git archive` of a
@@ -245,6 +249,7 @@ class AgentRun:
     log_dir: Path
     name: str
     extra_args: list[str] = field(default_factory=list)
+    cache_dir: Path | None = None  # OTELBPF_CACHE_DIR: compiled programs of this run only
     process: subprocess.Popen | None = None
     launched_at: float = 0.0
     startup_s: float | None = None  # process start -> "otelbpf INFO tracing " on stderr
@@ -278,6 +283,8 @@ class AgentRun:
             *self.extra_args,
         ]
         env = agent_env()
+        if self.cache_dir is not None:
+            env["OTELBPF_CACHE_DIR"] = str(self.cache_dir)
         with (
             open(self.log_dir / f"agent-{self.name}.stdout", "wb") as out,
             open(self.stderr_path, "wb") as err,
@@ -313,6 +320,12 @@ class AgentRun:
     def self_reported_startup_s(self) -> float | None:
         match = SELF_STARTUP.search(self.stderr)
         return float(match["s"]) if match else None
+
+    @property
+    def compile(self) -> dict[str, float] | None:
+        """The compile this start ran (None: its programs came from the cache)."""
+        match = COMPILED.search(self.stderr)
+        return {"compile_s": float(match["s"]), "peak_mib": int(match["mib"])} if match else None
 
     @property
     def probe_mode(self) -> str | None:

@@ -82,3 +82,8 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert data["nginx"][0]["agent"]["load"]["requests"] > 0
     assert data["nginx"][0]["agent_summary"]["spans"] > 0
     assert all(start["exit_code"] == 0 for start in data["agent_starts"])
+    # two starts compile (the run's first, and the start-up scenario's empty-cache one); every
+    # other start loads the compiled programs from the run's cache
+    compiled = [start["compile"] for start in data["agent_starts"] if start["compile"]]
+    assert len(compiled) == 2 < len(data["agent_starts"])
+    assert all(c["compile_s"] > 0 and c["peak_mib"] > 0 for c in compiled)
