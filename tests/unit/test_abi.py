@@ -1,10 +1,11 @@
 """The ctypes mirror in otelbpf/abi.py matches the C in bpf/otelbpf.h, and the BPF programs load.
 
-bpf/agent.c is compiled with bcc exactly as the agent compiles it
-(otelbpf.probes.loader.compile_program). bcc builds ctypes types for every map's key and
+bpf/agent.c is compiled with bcc exactly as the agent's compile child compiles it
+(otelbpf.probes.compiled.compile_with_bcc). bcc builds ctypes types for every map's key and
 value from clang's own record layout, so comparing those with the hand-written mirror checks
 each size and offset against the compiler. Every program is then loaded, which runs the
-kernel's verifier over it (nothing is attached).
+kernel's verifier over it (nothing is attached), both by bcc and, from the extracted object
+the cache holds, by the agent's own loader.
 """
 
 from __future__ import annotations
