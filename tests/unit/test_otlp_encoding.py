@@ -116,6 +116,25 @@ def test_value_types_are_kept_apart() -> None:
     assert_same_as_sdk(spans)
 
 
+def test_repeated_attribute_sets_come_from_blocks_and_stay_equal() -> None:
+    """A keep-alive connection repeats its whole attribute set: from the second span on, the
+    set is one serialised block; types stay apart there too, and lists never make blocks."""
+    sets = [
+        {"a": 1, "b": "x"},
+        {"a": True, "b": "x"},  # equal to the first as a dict key: a block of its own
+        {"a": 1.0, "b": "x"},
+        {"list": ["x", "y"], "a": 1},  # unhashable: encoded value by value every time
+        {"tuple": ("x", "y"), "a": 1},
+    ]
+    encoder = SpanEncoder()
+    for _ in range(2):  # the second batch finds every block made
+        assert_same_as_sdk(
+            [span(n, attributes=dict(sets[n % len(sets)])) for n in range(30)], encoder
+        )
+    assert len(encoder._blocks) == 4
+    assert all(block is not None for block in encoder._blocks.values())
+
+
 def test_events_and_links_go_through_the_sdk_encoder() -> None:
     spans = [
         span(0, events=(Event("retry", {"attempt": 2}, 1_700_000_000_010_000_000),)),
@@ -128,11 +147,15 @@ def test_events_and_links_go_through_the_sdk_encoder() -> None:
 def test_a_full_cache_starts_over_and_stays_correct(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(otlp_encoding, "MAX_CACHED_ATTRIBUTES", 8)
     monkeypatch.setattr(otlp_encoding, "MAX_CACHED_RESOURCES", 1)
+    monkeypatch.setattr(otlp_encoding, "MAX_CACHED_BLOCKS", 2)
     encoder = SpanEncoder()
+    repeated = {"attributes": {"http.request.method": "GET", "server.port": 8080}}
     for _ in range(3):  # reused across batches, as the exporter reuses it
         assert_same_as_sdk([span(n, CHECKOUT if n % 2 else PAYMENTS) for n in range(20)], encoder)
+        assert_same_as_sdk([span(n, **repeated) for n in range(5)], encoder)
     assert len(encoder._attributes) <= 8
     assert len(encoder._resources) <= 1
+    assert len(encoder._blocks) <= 2
 
 
 def test_http_exporter_sends_the_fast_encoding_to_a_receiver() -> None:
