@@ -139,9 +139,7 @@ def load_program(kind: int, name: str, code: bytes, license_: str, kernel_versio
     raise OSError(error.errno, f"{error.strerror}\n{message}" if message else error.strerror)
 
 
-def lookup(
-    fd: int, key: ctypes.Array | ctypes.Structure | ctypes._SimpleCData, value: object
-) -> bool:
+def lookup(fd: int, key: object, value: object) -> bool:
     return lib().bpf_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) == 0  # type: ignore[arg-type]
 
 

@@ -207,24 +207,18 @@ def compile_with_bcc(cflags: list[str]) -> object:
 
 def extract(bpf: object) -> CompiledObject:
     """Maps and finished bytecode out of a bcc BPF object, map descriptors made symbolic."""
-    lib = ctypes.CDLL(str(BCC_LIBRARY))
-    for name, restype in {
-        "bpf_num_tables": ctypes.c_ulonglong,
-        "bpf_table_name": ctypes.c_char_p,
-        "bpf_table_fd_id": ctypes.c_int,
-        "bpf_table_type_id": ctypes.c_int,
-        "bpf_table_key_size_id": ctypes.c_size_t,
-        "bpf_table_leaf_size_id": ctypes.c_size_t,
-        "bpf_table_max_entries_id": ctypes.c_ulonglong,
-        "bpf_table_flags_id": ctypes.c_int,
-        "bpf_num_functions": ctypes.c_ulonglong,
-        "bpf_function_name": ctypes.c_char_p,
-        "bpf_function_start": ctypes.c_void_p,
-        "bpf_function_size": ctypes.c_size_t,
-        "bpf_module_license": ctypes.c_char_p,
-        "bpf_module_kern_version": ctypes.c_uint,
-    }.items():
+    from bcc import lib  # bcc's own binding of libbcc.so; it declares all but these
+
+    module_and_index = [ctypes.c_void_p, ctypes.c_ulonglong]
+    for name, restype, argtypes in (
+        ("bpf_num_tables", ctypes.c_ulonglong, [ctypes.c_void_p]),
+        ("bpf_table_name", ctypes.c_char_p, module_and_index),
+        ("bpf_table_fd_id", ctypes.c_int, module_and_index),
+        ("bpf_table_key_size_id", ctypes.c_size_t, module_and_index),
+        ("bpf_table_leaf_size_id", ctypes.c_size_t, module_and_index),
+    ):
         getattr(lib, name).restype = restype
+        getattr(lib, name).argtypes = argtypes
     module = ctypes.c_void_p(bpf.module)  # type: ignore[attr-defined]
     maps: list[MapSpec] = []
     names_by_fd: dict[int, str] = {}
