@@ -75,8 +75,15 @@ class ProbeSettings:
     layout: AbiLayout
     max_connections: int = 16384
     ringbuf_bytes: int = 8 << 20
-    wakeup_batch: int = 64
     idle_flush_ns: int = 500_000_000
+
+    @property
+    def wakeup_batch(self) -> int:
+        """Events per CPU between two forced wake-ups of the reader (see wakeup_flag in
+        agent.c): all CPUs together may leave a quarter of the ring unannounced, counting
+        events at 2 KiB (an exchange with full heads is 1.6), between 16 and 1024."""
+        per_cpu = self.ringbuf_bytes // (4 * (os.cpu_count() or 1) * 2048)
+        return max(16, min(1024, per_cpu))
 
     @property
     def ringbuf_pages(self) -> int:

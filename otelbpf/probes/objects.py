@@ -11,12 +11,14 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from otelbpf.probes import bpf_calls
+from otelbpf.probes import bpf_calls, ringbuf
 from otelbpf.probes.compiled import CompiledObject
 from otelbpf.probes.maps import BpfMap
+from otelbpf.probes.ringbuf import MappedRingBuffer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class LoadedObject:
         self._specs = {spec.name: spec for spec in compiled.maps}
         self._programs: dict[str, int] = {}
         self._attachments: list[Attachment] = []
-        self._rings: list[bpf_calls.RingBuffer] = []
+        self._rings: list[MappedRingBuffer | bpf_calls.RingBuffer] = []
         try:
             for spec in compiled.maps:
                 self.map_fds[spec.name] = bpf_calls.create_map(
@@ -71,8 +73,16 @@ class LoadedObject:
             spec.value_size,
         )
 
-    def ring_buffer(self, name: str, on_record: object) -> bpf_calls.RingBuffer:
-        ring = bpf_calls.RingBuffer(self.map_fds[name], on_record)  # type: ignore[arg-type]
+    def ring_buffer(
+        self, name: str, on_record: Callable[[bytes], None]
+    ) -> MappedRingBuffer | bpf_calls.RingBuffer:
+        """A reader of the ring buffer map: its shared memory read directly where the machine
+        allows (ringbuf.py), else libbpf's reader through bcc's library."""
+        ring: MappedRingBuffer | bpf_calls.RingBuffer
+        if ringbuf.supported():
+            ring = MappedRingBuffer(self.map_fds[name], self._specs[name].max_entries, on_record)
+        else:
+            ring = bpf_calls.RingBuffer(self.map_fds[name], on_record)
         self._rings.append(ring)
         return ring
 

@@ -11,7 +11,6 @@ the cache holds, by the agent's own loader.
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import re
 from collections.abc import Iterator
@@ -22,20 +21,9 @@ import pytest
 from otelbpf import abi, preflight, tlslibs
 from otelbpf.abi import AbiLayout
 from otelbpf.probes.loader import LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
+from tests.unit.bcc_env import bcc_compiling, skip_reason
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: bcc compiles and loads BPF programs"
-    has_bcc = (
-        importlib.util.find_spec("bcc") is not None or (preflight.DIST_PACKAGES / "bcc").is_dir()
-    )
-    if not has_bcc:
-        return "bcc (python3-bpfcc) is not installed"
-    return None
-
-
-_SKIP = _skip_reason()
+_SKIP = skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 LAYOUTS = [AbiLayout(), AbiLayout(256, 128)]
@@ -47,13 +35,7 @@ def _compile(layout: AbiLayout) -> object:
     from otelbpf.probes.compiled import compile_with_bcc
     from otelbpf.probes.loader import ProbeSettings
 
-    preflight.check_privileges()
-    preflight.ensure_tracefs()
-    with pytest.MonkeyPatch.context() as env:
-        headers = preflight.find_kernel_headers()
-        if headers is not None:
-            env.setenv("BCC_KERNEL_SOURCE", str(headers))
-        preflight.import_bcc()
+    with bcc_compiling():
         return compile_with_bcc(ProbeSettings(layout=layout).cflags)
 
 
