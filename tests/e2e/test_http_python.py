@@ -151,6 +151,28 @@ def test_connection_opened_before_the_agent(receiver, server, start_agent):
         assert span.attributes["server.port"] == port
 
 
+def test_idle_sweep_emits_the_last_exchange_of_an_open_connection(receiver, server, start_agent):
+    """The last answer on a keep-alive connection has no next request to close it: the idle
+    sweep emits it, with the connection still open, and again after the next request."""
+    proc, port = server
+    start_agent(["--pid", str(proc.pid), "--idle-flush-ms", "300"], agent_env(receiver))
+    client = Background(
+        [PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)]
+    )
+    try:
+        assert client.process.stdout.readline().strip() == "connected"
+        for path in ("/idle/1", "/idle/2", "/idle/3"):  # each closed by the next but the last
+            assert client.send(path) == "done 200"
+        paths = [s.attributes["url.path"] for s in wait_server_spans(receiver, proc.pid, 3)]
+        assert sorted(paths) == ["/idle/1", "/idle/2", "/idle/3"]
+        assert client.send("/idle/4") == "done 200"  # after a sweep emitted /idle/3
+        spans = wait_server_spans(receiver, proc.pid, 4)
+        assert client.process.poll() is None  # none of it waited for the connection to close
+    finally:
+        client.stop()
+    assert sorted(s.attributes["url.path"] for s in spans) == [f"/idle/{n}" for n in (1, 2, 3, 4)]
+
+
 def test_client_spans_from_a_process_started_after_the_agent(receiver, server, start_agent):
     _proc, port = server
     require("curl")
