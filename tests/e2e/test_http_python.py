@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from tests.e2e.conftest import agent_env, require
-from tests.e2e.harness import APPS, PYTHON, Background, curl, python_client
+from tests.e2e.harness import APPS, PYTHON, Background, curl, free_port, python_client
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 MS = 1_000_000
@@ -171,6 +171,25 @@ def test_idle_sweep_emits_the_last_exchange_of_an_open_connection(receiver, serv
     finally:
         client.stop()
     assert sorted(s.attributes["url.path"] for s in spans) == [f"/idle/{n}" for n in (1, 2, 3, 4)]
+
+
+def test_requests_read_with_recvmsg_and_answered_with_sendmsg(receiver, start_agent):
+    """The message-header calls (recvmsg/sendmsg), the response in three slices."""
+    port = free_port()
+    app = Background([PYTHON, str(APPS / "msg_server.py"), str(port)], ready_line="ready")
+    try:
+        start_agent(["--pid", str(app.pid)], agent_env(receiver))
+        python_client("keepalive", "127.0.0.1", port, "/msg/ok", 2)
+        python_client("keepalive", "127.0.0.1", port, "/missing", 1)
+        spans = wait_server_spans(receiver, app.pid, 3)
+    finally:
+        app.stop()
+    assert sorted(s.attributes["url.path"] for s in spans) == ["/missing", "/msg/ok", "/msg/ok"]
+    for span in spans:
+        expected = 404 if span.attributes["url.path"] == "/missing" else 200
+        assert span.attributes["http.response.status_code"] == expected
+        assert span.attributes["http.request.method"] == "GET"
+        assert span.attributes["http.response.body.size"] == 5  # Content-Length, 3rd slice
 
 
 def test_client_spans_from_a_process_started_after_the_agent(receiver, server, start_agent):

@@ -216,6 +216,48 @@ def test_the_extracted_object_loads_without_bcc(compiled: tuple[AbiLayout, objec
         loaded.close()
 
 
+VERIFIER_LIMIT = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: instructions the verifier walks
+VERIFIER_SHARE = 0.9  # of it a program may use here: other kernels prune less well
+
+
+def test_every_program_leaves_the_verifier_headroom(compiled: tuple[AbiLayout, object]) -> None:
+    """A program the verifier passes here at 99% of its budget fails on a kernel that prunes a
+    little less (tp_exit_io once took 996,822 of 1,000,000): each must leave a tenth."""
+    from otelbpf.probes import bpf_calls
+    from otelbpf.probes.compiled import extract
+    from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject
+
+    _, bpf = compiled
+    loaded = LoadedObject(extract(bpf))
+    walked = {}
+    try:
+        for name, program in loaded.compiled.programs.items():
+            code = program.with_map_fds(loaded.map_fds)
+            buffer = ctypes.create_string_buffer(code, len(code))
+            log = ctypes.create_string_buffer(1 << 20)
+            fd = bpf_calls.lib().bcc_prog_load(
+                PROG_KPROBE if _is_kprobe_program(name) else PROG_TRACEPOINT,
+                name.encode()[:15],
+                buffer,
+                len(code),
+                loaded.compiled.license.encode(),
+                loaded.compiled.kernel_version,
+                1,  # log level 1: the verifier's statistics, also on success
+                log,
+                len(log),
+            )
+            assert fd >= 0, f"{name}: {log.value.decode(errors='replace')[-2000:]}"
+            os.close(fd)
+            found = re.search(r"processed (\d+) insns", log.value.decode(errors="replace"))
+            assert found, name
+            walked[name] = int(found.group(1))
+    finally:
+        loaded.close()
+    assert len(walked) == len(_source_program_names())
+    heavy = {n: w for n, w in walked.items() if w > VERIFIER_SHARE * VERIFIER_LIMIT}
+    assert heavy == {}, f"too close to the verifier's limit: {heavy}"
+
+
 def test_loader_names_only_programs_that_exist() -> None:
     programs = set(_source_program_names())
     referenced = set(LIFECYCLE_TRACEPOINTS.values())
