@@ -114,29 +114,49 @@ def create_map(
     return fd
 
 
-def load_program(kind: int, name: str, code: bytes, license_: str, kernel_version: int) -> int:
-    """Load one program; a verifier rejection raises with the verifier's log."""
+def _prog_load(
+    kind: int, name: str, code: bytes, license_: str, kernel_version: int, log_level: int
+) -> tuple[int, str]:
+    """bcc_prog_load: the descriptor (or -errno) and, at log level 1, the verifier's log."""
     buffer = ctypes.create_string_buffer(code, len(code))
+    log = ctypes.create_string_buffer(1 << 20 if log_level else 0)
     fd = lib().bcc_prog_load(
-        kind, name.encode()[:15], buffer, len(code), license_.encode(), kernel_version, 0, None, 0
-    )
-    if fd >= 0:
-        return fd
-    log = ctypes.create_string_buffer(1 << 20)
-    lib().bcc_prog_load(
         kind,
         name.encode()[:15],
         buffer,
         len(code),
         license_.encode(),
         kernel_version,
-        1,
-        log,
-        len(log),
+        log_level,
+        log if log_level else None,
+        len(log) if log_level else 0,
     )
-    message = log.value.decode(errors="replace").strip()[-2000:]
+    return fd, log.value.decode(errors="replace") if log_level else ""
+
+
+def _rejected(name: str, fd: int, verifier_log: str) -> OSError:
+    message = verifier_log.strip()[-2000:]
     error = _failure(f"loading program {name}", fd)
-    raise OSError(error.errno, f"{error.strerror}\n{message}" if message else error.strerror)
+    return OSError(error.errno, f"{error.strerror}\n{message}" if message else error.strerror)
+
+
+def load_program(kind: int, name: str, code: bytes, license_: str, kernel_version: int) -> int:
+    """Load one program; a verifier rejection raises with the verifier's log."""
+    fd, _ = _prog_load(kind, name, code, license_, kernel_version, 0)
+    if fd >= 0:
+        return fd
+    fd, verifier_log = _prog_load(kind, name, code, license_, kernel_version, 1)  # for the log
+    raise _rejected(name, fd, verifier_log)
+
+
+def verifier_log(kind: int, name: str, code: bytes, license_: str, kernel_version: int) -> str:
+    """The verifier's log (its statistics included) for a program it accepts; the program is
+    unloaded again. A rejection raises as load_program does."""
+    fd, text = _prog_load(kind, name, code, license_, kernel_version, 1)
+    if fd < 0:
+        raise _rejected(name, fd, text)
+    os.close(fd)
+    return text
 
 
 def lookup(fd: int, key: object, value: object) -> bool:
@@ -221,9 +241,9 @@ class RingBuffer:
             raise _failure("opening the ring buffer", -1)
 
     def poll(self, timeout_ms: int) -> None:
+        """Wait for a wake-up or the timeout, then drain: libbpf's poll reads only the rings
+        that were woken, and the kernel wakes the reader once per batch of events."""
         lib().bpf_poll_ringbuf(self._manager, timeout_ms)
-
-    def consume(self) -> None:
         lib().bpf_consume_ringbuf(self._manager)
 
     def close(self) -> None:

@@ -36,8 +36,10 @@ from otelbpf.abi import (
 )
 from otelbpf.errors import SetupError
 from otelbpf.probes import compiled
+from otelbpf.probes.bpf_calls import RingBuffer
 from otelbpf.probes.features import ProbeMode
 from otelbpf.probes.objects import LoadedObject, syscall_function
+from otelbpf.probes.ringbuf import MappedRingBuffer
 from otelbpf.probes.tls import TlsHooks
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ class SocketProbes:
         self._counters = self.bpf.map("counters", u32, u64)
         self._answered = self.bpf.map("answered", u64, u8)
         self._flush_queue = self.bpf.map("flush_queue", u32, FlushRequest)
-        self._ring: object | None = None
+        self._ring: MappedRingBuffer | RingBuffer | None = None
         self.tls = TlsHooks(self.bpf)
         self.set_idle_flush_ns(settings.idle_flush_ns)
         self._set(Setting.AGENT_TGID, os.getpid())
@@ -200,7 +202,6 @@ class SocketProbes:
         """Wait for a forced wake-up or the timeout, then drain whatever is in the ring."""
         assert self._ring is not None, "open_events() first"
         self._ring.poll(timeout_ms)
-        self._ring.consume()
 
     # -------------------------------------------------------------- selection
 

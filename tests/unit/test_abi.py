@@ -232,23 +232,14 @@ def test_every_program_leaves_the_verifier_headroom(compiled: tuple[AbiLayout, o
     walked = {}
     try:
         for name, program in loaded.compiled.programs.items():
-            code = program.with_map_fds(loaded.map_fds)
-            buffer = ctypes.create_string_buffer(code, len(code))
-            log = ctypes.create_string_buffer(1 << 20)
-            fd = bpf_calls.lib().bcc_prog_load(
+            log = bpf_calls.verifier_log(
                 PROG_KPROBE if _is_kprobe_program(name) else PROG_TRACEPOINT,
-                name.encode()[:15],
-                buffer,
-                len(code),
-                loaded.compiled.license.encode(),
+                name,
+                program.with_map_fds(loaded.map_fds),
+                loaded.compiled.license,
                 loaded.compiled.kernel_version,
-                1,  # log level 1: the verifier's statistics, also on success
-                log,
-                len(log),
-            )
-            assert fd >= 0, f"{name}: {log.value.decode(errors='replace')[-2000:]}"
-            os.close(fd)
-            found = re.search(r"processed (\d+) insns", log.value.decode(errors="replace"))
+            )  # raises with the log if the verifier rejects it
+            found = re.search(r"processed (\d+) insns", log)
             assert found, name
             walked[name] = int(found.group(1))
     finally:
