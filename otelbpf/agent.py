@@ -12,14 +12,13 @@ metrics pump export on threads of their own.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otelbpf import preflight
 from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Role
@@ -31,6 +30,7 @@ from otelbpf.exchange import Exchange, Protocol, SocketAddress
 from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter
 from otelbpf.export.http_spans import SpanOptions, http_span
+from otelbpf.export.span_batches import SpanBatcher
 from otelbpf.export.stream_spans import grpc_span, http2_span, is_grpc
 from otelbpf.export.telemetry import Telemetry
 from otelbpf.protocols.classify import classify, is_tls_handshake
@@ -45,6 +45,7 @@ log = logging.getLogger("otelbpf")
 POLL_TIMEOUT_MS = 50
 COUNTER_REFRESH_S = 1.0
 GONE_SCAN_S = 10.0  # look for connections of processes that vanished unnoticed
+GC_YOUNG_THRESHOLD = 20000  # allocations between young collections (Python's default: 700)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,20 @@ class AgentConfig:
     metric_export_interval_ms: int | None = None
     tls: bool = True  # hook TLS libraries for plaintext
     nice: int | None = DEFAULT_NICE  # None: left as inherited
+
+
+def settle_garbage_collector() -> None:
+    """Once set up, keep the cyclic collector off the start-up objects and the request path.
+
+    Every exchange allocates a few dozen short-lived container objects, freed by reference
+    counting; the cyclic collector still ran a young collection every 700 of them, and full
+    ones over every object the SDK, bcc, protobuf and grpc had loaded (a few hundred
+    thousand). Freezing what exists after start-up takes those out of every collection, and
+    a larger young generation collects a twentieth as often: the agent's CPU per request at
+    4000 req/s went from 53 to 47 us (bench, nginx)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class Agent:
@@ -135,6 +150,7 @@ class Agent:
                 self.tracing_started_at - started,
             )
             self.telemetry.start()
+            settle_garbage_collector()
             self._loop(decoder)
         finally:
             self._shutdown(decoder)
@@ -176,8 +192,10 @@ class Agent:
         )
         metric_exporter = destinations.metric_exporter(metrics) if metrics is not None else None
         detector = ResourceDetector()
+        batcher = SpanBatcher(span_exporter)
+        self.stats.export_losses = lambda: (batcher.dropped, batcher.failed)
         telemetry = Telemetry(
-            BatchSpanProcessor(span_exporter),
+            batcher,
             metric_exporter,
             detector.for_process,
             export_interval_ms=self.config.metric_export_interval_ms,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -20,6 +20,9 @@ class AgentStats:
         self.kernel: dict[Counter, int] = {counter: 0 for counter in Counter}
         self.bad_records = 0  # ring-buffer records too short for their type
         self.internal_errors = 0  # exceptions of our own, caught so tracing goes on
+        # the export stage's losses, read when asked: spans the full queue dropped, and spans
+        # in batches the exporter could not deliver
+        self.export_losses: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     def skipped(self, outcome: str) -> None:
         self.outcomes[outcome] += 1
@@ -47,6 +50,17 @@ class AgentStats:
             unit="{connection}",
             description="Connections not tracked because the connection map was full.",
         )
+        meter.create_observable_counter(
+            "otelbpf.spans.lost",
+            callbacks=[self._observe_export_losses],
+            unit="{span}",
+            description="Spans built but not delivered to the collector, by why.",
+        )
+
+    def _observe_export_losses(self, _options: CallbackOptions) -> Iterable[Observation]:
+        dropped, failed = self.export_losses()
+        yield Observation(dropped, {"reason": "queue_full"})
+        yield Observation(failed, {"reason": "export_failed"})
 
     def _observe_exchanges(self, _options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self.spans, {"outcome": "span"})
@@ -59,6 +73,11 @@ class AgentStats:
         parts.append(f"{self.drops} ring-buffer drops")
         if self.kernel[Counter.CONN_FULL]:
             parts.append(f"{self.kernel[Counter.CONN_FULL]} connections untracked (map full)")
+        dropped, failed = self.export_losses()
+        if dropped:
+            parts.append(f"{dropped} spans dropped (export queue full)")
+        if failed:
+            parts.append(f"{failed} spans not delivered (export failed)")
         if self.bad_records:
             parts.append(f"{self.bad_records} malformed records")
         if self.internal_errors:

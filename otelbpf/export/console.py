@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
     RPC_GRPC_STATUS_CODE,
     RPC_SYSTEM,
@@ -20,42 +19,40 @@ from opentelemetry.semconv.attributes.http_attributes import (
 )
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH
-from opentelemetry.trace import SpanKind, StatusCode
+
+from otelbpf.export.finished_spans import FinishedSpan
 
 
-def format_span(span: ReadableSpan) -> str:
-    attributes = span.attributes or {}
-    start = datetime.fromtimestamp((span.start_time or 0) / 1e9, tz=UTC)
-    duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+def format_span(span: FinishedSpan) -> str:
+    record = span.record
+    attributes = record.attributes
+    start = datetime.fromtimestamp(record.start_ns / 1e9, tz=UTC)
+    duration_ms = (record.end_ns - record.start_ns) / 1e6
     service = span.resource.attributes.get(SERVICE_NAME, "?")
-    kind = (
-        "SERVER"
-        if span.kind is SpanKind.SERVER
-        else "CLIENT"
-        if span.kind is SpanKind.CLIENT
-        else span.kind.name
-    )
+    kind = record.kind.name
     if RPC_SYSTEM in attributes:  # a gRPC call: its name is service/method
-        method, target = "RPC", span.name
+        method, target = "RPC", record.name
         status = attributes.get(RPC_GRPC_STATUS_CODE, "-")
     else:
-        method = attributes.get(HTTP_REQUEST_METHOD, span.name)
+        method = attributes.get(HTTP_REQUEST_METHOD, record.name)
         target = attributes.get(URL_PATH) or attributes.get(URL_FULL) or ""
         status = attributes.get(HTTP_RESPONSE_STATUS_CODE, "-")
-    error = " ERROR" if span.status.status_code is StatusCode.ERROR else ""
-    trace_id = format(span.context.trace_id, "032x") if span.context else "-"
+    error = " ERROR" if record.is_error else ""
+    trace_id = format(span.trace_id, "032x")
     return (
         f"{start:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + f"Z {service} {kind} {method} {target} "
         f"{status} {duration_ms:.2f}ms trace={trace_id}{error}"
     )
 
 
-class ConsoleLineExporter(SpanExporter):
+class ConsoleLineExporter:
+    """Prints each batch of finished spans, one line a span."""
+
     def __init__(self, out: TextIO | None = None) -> None:
         self._out = out or sys.stdout
         self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[FinishedSpan]) -> SpanExportResult:
         text = "".join(format_span(span) + "\n" for span in spans)
         with self._lock:
             self._out.write(text)

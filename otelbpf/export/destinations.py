@@ -21,9 +21,9 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
 )
 from opentelemetry.sdk.metrics.export import MetricExporter
-from opentelemetry.sdk.trace.export import SpanExporter
 
 from otelbpf.errors import SetupError
+from otelbpf.export.span_batches import FinishedSpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def resolve(
     return Destination(protocol, None)  # the exporter appends the signal path itself
 
 
-def span_exporter(destination: Destination) -> SpanExporter:
+def span_exporter(destination: Destination) -> FinishedSpanExporter:
     if destination.protocol == GRPC:
         from otelbpf.export.otlp_encoding import GrpcSpanExporter
 

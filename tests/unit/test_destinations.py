@@ -8,16 +8,14 @@ from datetime import UTC, datetime
 
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from otelbpf.errors import SetupError
 from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter, format_span
 from otelbpf.export.destinations import GRPC, HTTP_PROTOBUF, Destination, resolve
+from otelbpf.export.finished_spans import FinishedSpan
+from otelbpf.export.http_spans import SpanRecord
 from tests.otlp_receiver import OtlpReceiver
 
 
@@ -188,14 +186,6 @@ TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 START = int(datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC).timestamp()) * 10**9 + 678_901_000
 
 
-class FixedIds(IdGenerator):
-    def generate_span_id(self) -> int:
-        return 0x00F067AA0BA902B7
-
-    def generate_trace_id(self) -> int:
-        return TRACE_ID
-
-
 def finished_span(
     name: str,
     kind: SpanKind,
@@ -204,22 +194,25 @@ def finished_span(
     *,
     error: bool = False,
     resource: dict | None = None,
-) -> object:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(
+) -> FinishedSpan:
+    record = SpanRecord(
+        name=name,
+        kind=kind,
+        start_ns=START,
+        end_ns=START + duration_ns,
+        attributes=attributes,
+        is_error=error,
+        traceparent=None,
+        metric_attributes={},
+    )
+    return FinishedSpan(
+        record=record,
         resource=Resource({"service.name": "checkout"} if resource is None else resource),
-        id_generator=FixedIds(),
-        shutdown_on_exit=False,
+        trace_id=TRACE_ID,
+        span_id=0x00F067AA0BA902B7,
+        parent_span_id=None,
+        trace_state=None,
     )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    span = provider.get_tracer("otelbpf").start_span(
-        name, kind=kind, attributes=attributes, start_time=START
-    )
-    if error:
-        span.set_status(Status(StatusCode.ERROR))
-    span.end(end_time=START + duration_ns)
-    [finished] = exporter.get_finished_spans()
-    return finished
 
 
 def test_console_line_server_error() -> None:

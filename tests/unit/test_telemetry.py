@@ -1,6 +1,6 @@
 """The export design, pinned against real OTLP exporters and a real OTLP receiver.
 
-One BatchSpanProcessor serves every traced process: spans of many resources go out in ONE
+One SpanBatcher serves every traced process: spans of many resources go out in ONE
 export request with one ResourceSpans per process. Every process's metrics are collected by
 one pump and go out in one request per export. See otelbpf/export/telemetry.py.
 """
@@ -19,13 +19,14 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 )
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 
 from otelbpf import __version__
+from otelbpf.export.finished_spans import INSTRUMENTATION_SCOPE
 from otelbpf.export.http_spans import SpanRecord
 from otelbpf.export.otlp_encoding import GrpcSpanExporter, HttpSpanExporter
-from otelbpf.export.telemetry import HTTP_DURATION_BUCKETS, INSTRUMENTATION_SCOPE, Telemetry
+from otelbpf.export.span_batches import FinishedSpanExporter, SpanBatcher
+from otelbpf.export.telemetry import HTTP_DURATION_BUCKETS, Telemetry
 from tests.otlp_receiver import OtlpReceiver, ReceivedMetricPoint
 
 T0 = 1_700_000_000_000_000_000
@@ -55,7 +56,7 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield rx
 
 
-def span_exporter(transport: str, rx: OtlpReceiver) -> SpanExporter:
+def span_exporter(transport: str, rx: OtlpReceiver) -> FinishedSpanExporter:
     if transport == "grpc":
         return GrpcSpanExporter(endpoint=rx.grpc_endpoint, insecure=True, timeout=5)
     return HttpSpanExporter(endpoint=rx.http_traces_url, timeout=5)
@@ -189,15 +190,13 @@ def record_sample(telemetry: Telemetry) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_spans_of_two_processes_go_in_one_request(receiver: OtlpReceiver, transport: str) -> None:
     resource_of = ResourceOf()
-    processor = BatchSpanProcessor(
-        span_exporter(transport, receiver), schedule_delay_millis=600_000
-    )
-    telemetry = Telemetry(processor, None, resource_of)
+    batcher = SpanBatcher(span_exporter(transport, receiver), schedule_delay_ms=600_000)
+    telemetry = Telemetry(batcher, None, resource_of)
     record_sample(telemetry)
     assert resource_of.calls == [(101, "checkout"), (202, "payments")]  # once per process
     assert receiver.requests[f"{transport}-traces"] == 0  # batched, not sent per span
 
-    assert processor.force_flush(10_000)
+    assert batcher.force_flush()
     spans = receiver.wait_for_spans(3, timeout=10)
 
     assert receiver.requests == {
@@ -313,8 +312,8 @@ def services_per_export(rx: OtlpReceiver) -> list[list[str]]:
 
 
 def make_telemetry(transport: str, rx: OtlpReceiver) -> Telemetry:
-    processor = BatchSpanProcessor(span_exporter(transport, rx), schedule_delay_millis=600_000)
-    return Telemetry(processor, metric_exporter(transport, rx), ResourceOf())
+    batcher = SpanBatcher(span_exporter(transport, rx), schedule_delay_ms=600_000)
+    return Telemetry(batcher, metric_exporter(transport, rx), ResourceOf())
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -388,7 +387,7 @@ def test_agent_meter_provider_goes_through_the_same_pump(
 
 def test_no_metric_exporter_means_no_pump_and_no_meter_provider() -> None:
     telemetry = Telemetry(
-        BatchSpanProcessor(HttpSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")),
+        SpanBatcher(HttpSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")),
         None,
         ResourceOf(),
     )
@@ -401,7 +400,7 @@ def test_no_metric_exporter_means_no_pump_and_no_meter_provider() -> None:
 def test_forget_keeps_last_points_for_exactly_one_more_export(receiver: OtlpReceiver) -> None:
     resource_of = ResourceOf()
     telemetry = Telemetry(
-        BatchSpanProcessor(span_exporter("grpc", receiver), schedule_delay_millis=600_000),
+        SpanBatcher(span_exporter("grpc", receiver), schedule_delay_ms=600_000),
         metric_exporter("grpc", receiver),
         resource_of,
     )
@@ -449,7 +448,7 @@ def test_forget_of_an_unknown_pid_is_harmless(receiver: OtlpReceiver) -> None:
 def test_least_recently_used_process_is_retired_past_the_limit(receiver: OtlpReceiver) -> None:
     resource_of = ResourceOf()
     telemetry = Telemetry(
-        BatchSpanProcessor(span_exporter("http", receiver), schedule_delay_millis=600_000),
+        SpanBatcher(span_exporter("http", receiver), schedule_delay_ms=600_000),
         metric_exporter("http", receiver),
         resource_of,
         max_processes=1,
