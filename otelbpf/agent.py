@@ -45,6 +45,7 @@ log = logging.getLogger("otelbpf")
 POLL_TIMEOUT_MS = 50
 COUNTER_REFRESH_S = 1.0
 GONE_SCAN_S = 10.0  # look for connections of processes that vanished unnoticed
+_NO_RESPONSE_BIT = int(ExchangeFlag.NO_RESPONSE)
 GC_YOUNG_THRESHOLD = 20000  # allocations between young collections (Python's default: 700)
 
 
@@ -296,7 +297,7 @@ class Agent:
             return
         protocol = classify(exchange)
         if protocol is Protocol.HTTP1:
-            if exchange.flags & ExchangeFlag.NO_RESPONSE:
+            if int(exchange.flags) & _NO_RESPONSE_BIT:  # an int's & skips the enum machinery
                 stats.skipped("unanswered")  # closed, or the process gone, before an answer
                 return
             span = http_span(exchange, self._span_options)
