@@ -202,6 +202,9 @@ class AddressBook:
 NOT_OWN_CAPACITY = 65536
 
 
+_OWN_FDS = "/proc/self/fd"
+
+
 class OwnTraffic:
     """The agent's own sockets, to drop exchanges whose peer is the agent (its exports seen
     from a traced collector on this host).
@@ -218,11 +221,24 @@ class OwnTraffic:
         self._endpoints: set[SocketAddress] = set()
         self._not_own: set[SocketAddress] = set()
         self._socket_fds: dict[int, int] = {}
+        self._fd_names: frozenset[str] = frozenset()
+        self._connected = True  # read every link at the first refresh
         self._checked = 0.0
         self._local_addresses = _local_addresses()
 
     def refresh(self) -> None:
         self._checked = time.monotonic()
+        # The agent holds a few hundred descriptors (its BPF programs, maps and links): their
+        # names are listed, and each one's link read only when the list changed or the agent
+        # connected somewhere (a new socket may have taken a closed one's number).
+        try:
+            names = frozenset(os.listdir(_OWN_FDS))
+        except OSError:
+            names = frozenset()
+        if names == self._fd_names and not self._connected:
+            return
+        self._fd_names = names
+        self._connected = False
         fds = procfs.socket_fds(os.getpid())
         if fds == self._socket_fds:
             return
@@ -243,6 +259,7 @@ class OwnTraffic:
         """The agent connected somewhere: check its sockets on the next exchange from a local
         peer it does not know, whatever the rate limit says."""
         self._checked = 0.0
+        self._connected = True
         self._not_own.clear()
 
     def is_own(self, exchange: Exchange) -> bool:

@@ -1,0 +1,67 @@
+"""The agent's own connections, told apart by the ports of its own sockets (this test process
+stands for the agent: its sockets are the ones OwnTraffic reads)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from otelbpf.abi import Role
+from otelbpf.connections import OwnTraffic
+from otelbpf.exchange import SocketAddress
+from tests.unit.test_http_spans import make_exchange
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server
+
+
+def served_from(client: socket.socket) -> object:
+    """A server exchange whose peer is this client socket, as a traced collector sees it."""
+    address, port = client.getsockname()
+    return make_exchange(
+        Role.SERVER, b"POST /v1/traces HTTP/1.1\r\n\r\n", peer=SocketAddress(address, port)
+    )
+
+
+def test_a_connection_the_agent_made_is_its_own(listener: socket.socket) -> None:
+    own = OwnTraffic()
+    own.refresh()
+    with socket.create_connection(listener.getsockname()) as client:
+        own.expect_new_socket()  # the kernel's notice of the agent's connect()
+        assert own.is_own(served_from(client))
+
+
+def test_a_socket_in_a_reused_descriptor_is_read_after_the_connect_notice(
+    listener: socket.socket,
+) -> None:
+    own = OwnTraffic()
+    first = socket.create_connection(listener.getsockname())
+    own.expect_new_socket()
+    assert own.is_own(served_from(first))
+    number = first.fileno()
+    first.close()
+    with socket.create_connection(listener.getsockname()) as second:
+        assert second.fileno() == number  # the same descriptor number, a new socket
+        own._checked = 0.0  # past the rate limit
+        assert not own.is_own(served_from(second))  # same names: the links are not read again
+        own.expect_new_socket()
+        assert own.is_own(served_from(second))
+
+
+def test_other_peers_and_client_exchanges_are_not_its_own(listener: socket.socket) -> None:
+    own = OwnTraffic()
+    with socket.create_connection(listener.getsockname()) as client:
+        own.expect_new_socket()
+        address, port = client.getsockname()
+        client_side = make_exchange(
+            Role.CLIENT, b"GET / HTTP/1.1\r\n\r\n", peer=SocketAddress(address, port)
+        )
+        assert not own.is_own(client_side)
+        assert not own.is_own(
+            make_exchange(Role.SERVER, b"GET / HTTP/1.1\r\n\r\n", peer=SocketAddress("10.9.9.9", 1))
+        )
