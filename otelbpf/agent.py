@@ -46,6 +46,7 @@ POLL_TIMEOUT_MS = 50
 COUNTER_REFRESH_S = 1.0
 GONE_SCAN_S = 10.0  # look for connections of processes that vanished unnoticed
 _NO_RESPONSE_BIT = int(ExchangeFlag.NO_RESPONSE)
+_SERVER_ROLE = Role.SERVER
 GC_YOUNG_THRESHOLD = 20000  # allocations between young collections (Python's default: 700)
 
 
@@ -251,19 +252,19 @@ class Agent:
         for record in records:
             try:
                 item = decoder.decode(record)
-                if isinstance(item, H2Chunk):
+                if type(item) is Exchange:  # the common record first
+                    if self._needs_addresses(item.role, item.local, item.peer):
+                        item.local, item.peer = self._addresses.fill(
+                            item.conn_id, item.local, item.peer, item.pid, item.fd
+                        )
+                    self._on_exchange(item)
+                elif isinstance(item, H2Chunk):
                     if self._needs_addresses(item.role, item.local, item.peer):
                         local, peer = self._addresses.fill(
                             item.conn_id, item.local, item.peer, item.pid, item.fd
                         )
                         item = dataclasses.replace(item, local=local, peer=peer)
                     self._on_streams(self.h2.on_chunk(item))
-                elif isinstance(item, Exchange):
-                    if self._needs_addresses(item.role, item.local, item.peer):
-                        item.local, item.peer = self._addresses.fill(
-                            item.conn_id, item.local, item.peer, item.pid, item.fd
-                        )
-                    self._on_exchange(item)
                 elif isinstance(item, AddressNotice):
                     self._addresses.learn(item.pid, item.fd, item.conn_id)
                 elif isinstance(item, AgentConnectNotice):
@@ -282,7 +283,7 @@ class Agent:
         role: Role, local: SocketAddress | None, peer: SocketAddress | None
     ) -> bool:
         # a client span needs only its peer; a server span, the peer and its own port
-        return peer is None or (role == Role.SERVER and local is None)
+        return peer is None or (local is None and role is _SERVER_ROLE)
 
     def _on_exchange(self, exchange: Exchange) -> None:
         stats = self.stats

@@ -293,20 +293,21 @@ class Decoder:
         role = _ROLES.get(raw_role)
         if role is None:
             role = Role(raw_role)  # raises ValueError, as a bad value always did
+        # positional, in field order: half the cost of keywords, per exchange
         return Exchange(
-            pid=pid,
-            tid=tid,
-            fd=fd,
-            conn_id=conn_id,
-            role=role,
-            flags=_exchange_flags(flags),
-            start_ns=start,
-            end_ns=end,
-            request_bytes=request_bytes,
-            response_bytes=response_bytes,
-            local=_socket_address(local_family, local_addr, local_port),
-            peer=_socket_address(peer_family, peer_addr, peer_port),
-            comm=_comm(comm),
-            request_head=record[self._header_size : request_end],
-            response_head=record[request_end:response_end],
+            pid,
+            tid,
+            fd,
+            conn_id,
+            role,
+            _exchange_flags(flags),
+            start,
+            end,
+            request_bytes,
+            response_bytes,
+            _socket_address(local_family, local_addr, local_port),
+            _socket_address(peer_family, peer_addr, peer_port),
+            _comm(comm),
+            record[self._header_size : request_end],
+            record[request_end:response_end],
         )

@@ -43,8 +43,6 @@ KNOWN_METHODS = frozenset(
 )
 OTHER_METHOD = "_OTHER"
 DEFAULT_PORTS = {"http": 80, "https": 443}
-_HEAD_END = b"\r\n\r\n"
-_HEAD_END_LEN = len(_HEAD_END)
 # Per exchange: & on an IntFlag goes through the enum machinery, an int's & does not; an
 # enum member read from a global costs less than from its class.
 _TLS_BIT = int(ExchangeFlag.TLS)
@@ -95,11 +93,10 @@ def split_host(host: str | None) -> tuple[str | None, int | None]:
     return host, None
 
 
-def _body_size(total_bytes: int, head: bytes, declared: int | None) -> int | None:
+def _body_size(total_bytes: int, head_size: int | None, declared: int | None) -> int | None:
     """Bytes after the head: exact when the head ended inside the capture."""
-    end = head.find(_HEAD_END)
-    if end >= 0:
-        return max(0, total_bytes - end - _HEAD_END_LEN)
+    if head_size is not None:
+        return max(0, total_bytes - head_size)
     return declared
 
 
@@ -153,16 +150,14 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
             attributes[CLIENT_PORT] = peer.port
         if request.user_agent:
             attributes[USER_AGENT_ORIGINAL] = request.user_agent
-        request_body = _body_size(
-            exchange.request_bytes, exchange.request_head, request.content_length
-        )
+        request_body = _body_size(exchange.request_bytes, request.head_size, request.content_length)
         if request_body is not None:
             attributes[HTTP_REQUEST_BODY_SIZE] = request_body
         if response is not None:
             response_body = exchange.response_body_size
             if response_body is None:
                 response_body = _body_size(
-                    exchange.response_bytes, exchange.response_head, response.content_length
+                    exchange.response_bytes, response.head_size, response.content_length
                 )
             if response_body is not None:
                 attributes[HTTP_RESPONSE_BODY_SIZE] = response_body

@@ -22,7 +22,7 @@ Reasons given by ``Unparseable``:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "RequestHead",
@@ -49,6 +49,9 @@ class RequestHead:
     transfer_encoding: str | None
     traceparent: str | None
     complete: bool
+    # bytes from the start of the capture to the end of the blank line, when it was seen:
+    # what follows is body (a detail of this capture, not of the head: not compared)
+    head_size: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ class ResponseHead:
     content_length: int | None
     transfer_encoding: str | None
     complete: bool
+    head_size: int | None = field(default=None, compare=False)  # as RequestHead's
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,7 @@ def parse_request(data: bytes) -> RequestHead | Unparseable:
             return line
         method, target, version, nl = line
 
-    block, complete = _header_block(data, nl)
+    block, head_size = _header_block(data, nl)
     find = block.lower().find
     # Most fields are absent: one find each, and the value is cut out only for a hit.
     at = find(_HOST)
@@ -190,7 +194,8 @@ def parse_request(data: bytes) -> RequestHead | Unparseable:
         None if content_length is None else _content_length(content_length),
         None if transfer_encoding is None else transfer_encoding.decode("latin-1").lower(),
         None if traceparent is None else traceparent.decode("latin-1"),
-        complete,
+        head_size is not None,
+        head_size,
     )
 
 
@@ -211,7 +216,7 @@ def parse_response(data: bytes) -> ResponseHead | Unparseable:
             return line
         version, status_code, reason, nl = line
 
-    block, complete = _header_block(data, nl)
+    block, head_size = _header_block(data, nl)
     find = block.lower().find
     at = find(_CONTENT_LENGTH)
     content_length = None if at < 0 else _value(block, at + len(_CONTENT_LENGTH))
@@ -223,7 +228,8 @@ def parse_response(data: bytes) -> ResponseHead | Unparseable:
         reason.strip(b" \t").decode("latin-1"),
         None if content_length is None else _content_length(content_length),
         None if transfer_encoding is None else transfer_encoding.decode("latin-1").lower(),
-        complete,
+        head_size is not None,
+        head_size,
     )
 
 
@@ -300,9 +306,9 @@ def _skip_leading_blank_lines(data: bytes) -> int:
     return len(data) - len(data.lstrip(b"\r\n"))
 
 
-def _header_block(data: bytes, nl: int) -> tuple[bytes, bool]:
-    """The header lines after the start line that ends with the LF at ``nl``, and whether
-    the blank line ending the head was seen.
+def _header_block(data: bytes, nl: int) -> tuple[bytes, int | None]:
+    """The header lines after the start line that ends with the LF at ``nl``, and the size
+    of the head up to the end of the blank line ending it (None: not seen).
 
     The block runs from that LF to the LF ending the last header line (excluded), so every
     line in it starts with an LF. Only complete lines (ending in LF) count: a line cut off
@@ -310,7 +316,6 @@ def _header_block(data: bytes, nl: int) -> tuple[bytes, bool]:
     ``MAX_HEADER_LINES``.
     """
     blank = _BLANK_LINE.search(data, nl)
-    complete = blank is not None
     block = data[nl : blank.start()] if blank is not None else data[nl : data.rfind(b"\n")]
     # A line holds at least one byte besides its LF, so a short block cannot be over the cap.
     if len(block) > 2 * MAX_HEADER_LINES and block.count(b"\n") > MAX_HEADER_LINES:
@@ -318,7 +323,7 @@ def _header_block(data: bytes, nl: int) -> tuple[bytes, bool]:
         for _ in range(MAX_HEADER_LINES + 1):
             cut = block.find(b"\n", cut + 1)
         block = block[:cut]  # up to the LF that starts line MAX_HEADER_LINES + 1
-    return block, complete
+    return block, None if blank is None else blank.end()
 
 
 def _value(block: bytes, start: int) -> bytes:

@@ -11,10 +11,11 @@ from otelbpf.protocols.http1 import RequestHead
 
 
 def test_same_object_as_the_dataclass_init() -> None:
-    values = ("GET", "/x", "1.1", "h", None, 3, None, None, True)
+    values = ("GET", "/x", "1.1", "h", None, 3, None, None, True, 40)
     built = fast_constructor(RequestHead)(*values)
     assert type(built) is RequestHead and built == RequestHead(*values)
     assert hash(built) == hash(RequestHead(*values))
+    assert built.head_size == 40
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.method = "POST"  # type: ignore[misc]
 

@@ -480,3 +480,37 @@ def test_generated_requests_round_trip_and_prefixes_agree(
         value = getattr(part, field)
         assert value is None or value == getattr(full, field)
     assert part.complete is (cut >= len(data))
+
+
+@pytest.mark.parametrize(
+    ("data", "head_size"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: h\r\n\r\nbody", 27),
+        (b"GET / HTTP/1.1\r\n\r\n", 18),
+        (b"GET / HTTP/1.1\nHost: h\n\nbody", 24),  # bare LFs
+        (b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", 29),  # a stray CRLF first
+        (b"GET / HTTP/1.1\r\nHost: h\r\n", None),  # the capture ended in the head
+        (b"GET / HTTP/1.1\r\nHost: h\r\n\r", None),
+    ],
+)
+def test_request_head_size_is_where_the_body_starts(data: bytes, head_size: int | None) -> None:
+    parsed = parse_request(data)
+    assert isinstance(parsed, RequestHead)
+    assert (parsed.head_size, parsed.complete) == (head_size, head_size is not None)
+
+
+@pytest.mark.parametrize(
+    ("data", "head_size"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 38),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 27),
+        (b"HTTP/1.0 200 OK\n\nok", 17),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", None),
+    ],
+)
+def test_response_head_size_is_where_the_body_starts(data: bytes, head_size: int | None) -> None:
+    parsed = parse_response(data)
+    assert isinstance(parsed, ResponseHead)
+    assert (parsed.head_size, parsed.complete) == (head_size, head_size is not None)
+    if head_size is not None:
+        assert data[head_size:] == data.partition(b"\n\r\n" if b"\r" in data else b"\n\n")[2]

@@ -45,8 +45,6 @@ from otelbpf.export.http_spans import (
 from otelbpf.protocols.http1 import RequestHead, ResponseHead
 from otelbpf.urls import origin_for_url, redact_query, route_of, split_target
 
-_HEAD_END = b"\r\n\r\n"
-
 # ---------------------------------------------------------------- the reference builder
 # otelbpf/export/http_spans.py as it was at commit ae07859, with one fix since: a port of
 # digits int() rejects (such as '²') is no port rather than an exception.
@@ -72,11 +70,25 @@ def reference_split_host(host: str | None) -> tuple[str | None, int | None]:
     return host, None
 
 
+def _head_size(head: bytes) -> int | None:
+    """Where the head ends: after the first empty line (CRLF or a bare LF) that follows the
+    start line; blank lines before the start line do not count (RFC 9112 2.2)."""
+    start = len(head) - len(head.lstrip(b"\r\n"))
+    position = head.find(b"\n", start) + 1
+    if position == 0:
+        return None
+    for line in head[position:].split(b"\n")[:-1]:
+        position += len(line) + 1
+        if line in (b"", b"\r"):
+            return position
+    return None
+
+
 def _body_size(total_bytes: int, head: bytes, declared: int | None) -> int | None:
     """Bytes after the head: exact when the head ended inside the capture."""
-    end = head.find(_HEAD_END)
-    if end >= 0:
-        return max(0, total_bytes - end - len(_HEAD_END))
+    size = _head_size(head)
+    if size is not None:
+        return max(0, total_bytes - size)
     return declared
 
 
@@ -238,6 +250,9 @@ _HEADS = st.sampled_from(
 
 @st.composite
 def exchanges(draw: st.DrawFn) -> Exchange:
+    # the parsed heads carry where their bytes' head ended, as the parser finds it
+    request_head = draw(_HEADS)
+    response_head = draw(_HEADS)
     request = RequestHead(
         method=draw(st.sampled_from(["GET", "POST", "DELETE", "PURGE", "get", "_OTHER"])),
         target=draw(_TARGETS),
@@ -248,12 +263,15 @@ def exchanges(draw: st.DrawFn) -> Exchange:
         transfer_encoding=None,
         traceparent=draw(st.sampled_from([None, "00-" + "1" * 32 + "-" + "2" * 16 + "-01"])),
         complete=draw(st.booleans()),
+        head_size=_head_size(request_head),
     )
     status = draw(st.none() | st.sampled_from([100, 200, 204, 301, 399, 400, 404, 499, 500, 503]))
     response = None
     if status is not None:
         content_length = draw(st.none() | st.integers(0, 10**6))
-        response = ResponseHead("1.1", status, "R", content_length, None, True)
+        response = ResponseHead(
+            "1.1", status, "R", content_length, None, True, _head_size(response_head)
+        )
     start_ns = draw(st.integers(0, 10**19))
     return Exchange(
         pid=1,
@@ -278,8 +296,8 @@ def exchanges(draw: st.DrawFn) -> Exchange:
         local=draw(_ADDRESSES),
         peer=draw(_ADDRESSES),
         comm="app",
-        request_head=draw(_HEADS),
-        response_head=draw(_HEADS),
+        request_head=request_head,
+        response_head=response_head,
         http_request=request,
         http_response=response,
         response_body_size=draw(st.none() | st.integers(0, 10**6)),
