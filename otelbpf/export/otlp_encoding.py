@@ -27,10 +27,12 @@ the TraceService method as a stub whose serialiser is the identity.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_attributes,
     _encode_instrumentation_scope,
@@ -98,6 +100,41 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _root_ids_and_times_layout() -> struct.Struct:
+    """A root span's trace_id (16 bytes), span_id (8) and its two fixed64 times, as one
+    struct: the bytes protobuf writes for them (tests/unit/test_otlp_encoding.py checks),
+    in a third of the time of a message built and serialised per span."""
+    fields = PbSpan.DESCRIPTOR.fields_by_name
+    for name, wire_type in (
+        ("trace_id", FieldDescriptor.TYPE_BYTES),
+        ("span_id", FieldDescriptor.TYPE_BYTES),
+        ("start_time_unix_nano", FieldDescriptor.TYPE_FIXED64),
+        ("end_time_unix_nano", FieldDescriptor.TYPE_FIXED64),
+    ):
+        assert fields[name].type == wire_type, f"Span.{name} changed type"
+    assert max(fields[n].number for n in ("trace_id", "span_id", "start_time_unix_nano")) < 16
+    # each field: its tag (one byte: field numbers below 16), for the ids their length
+    # (one byte), then the value; the times are little-endian 64-bit words
+    return struct.Struct("<BB16sBB8sBQBQ")
+
+
+_ROOT_LAYOUT = _root_ids_and_times_layout()
+_TRACE_ID_TAG, _SPAN_ID_TAG = (
+    _field_number(PbSpan, "trace_id") << 3 | 2,
+    _field_number(PbSpan, "span_id") << 3 | 2,
+)
+_START_TAG, _END_TAG = (
+    _field_number(PbSpan, "start_time_unix_nano") << 3 | 1,  # wire type 1: 64 bits
+    _field_number(PbSpan, "end_time_unix_nano") << 3 | 1,
+)
+
+
+def _pack_root_ids_and_times(trace_id: bytes, span_id: bytes, start: int, end: int) -> bytes:
+    return _ROOT_LAYOUT.pack(
+        _TRACE_ID_TAG, 16, trace_id, _SPAN_ID_TAG, 8, span_id, _START_TAG, start, _END_TAG, end
+    )
 
 
 _RESOURCE_SPANS_TAG = _length_delimited_tag(
@@ -173,13 +210,13 @@ class SpanEncoder:
         record = span.record
         parent_span_id = span.parent_span_id
         attributes = record.attributes
-        if parent_span_id is None and span.trace_state is None:  # a root: fewer arguments
-            ids_and_times = PbSpan(
-                trace_id=span.trace_id.to_bytes(16, "big"),
-                span_id=span.span_id.to_bytes(8, "big"),
-                start_time_unix_nano=record.start_ns,
-                end_time_unix_nano=record.end_ns,
-            ).SerializeToString()
+        if parent_span_id is None and span.trace_state is None:  # a root: fixed-size fields
+            ids_and_times = _pack_root_ids_and_times(
+                span.trace_id.to_bytes(16, "big"),
+                span.span_id.to_bytes(8, "big"),
+                record.start_ns,
+                record.end_ns,
+            )
         else:
             ids_and_times = PbSpan(
                 trace_id=span.trace_id.to_bytes(16, "big"),
