@@ -30,6 +30,7 @@ class Settings:
     app_rate: int
     app_clients: int
     app_duration_s: float
+    app_rounds: int  # each round runs every variant once, in a rotated order
     startup_samples: int
     idle_sample_s: float
 
@@ -42,7 +43,8 @@ class Settings:
             warmup_s=2,
             app_rate=300,
             app_clients=4,
-            app_duration_s=20,
+            app_duration_s=10,
+            app_rounds=3,
             startup_samples=3,
             idle_sample_s=3,
         )
@@ -57,6 +59,7 @@ class Settings:
             app_rate=100,
             app_clients=2,
             app_duration_s=2,
+            app_rounds=1,
             startup_samples=1,
             idle_sample_s=0,
         )
@@ -256,9 +259,20 @@ class Bench:
 
     # ------------------------------------------------------------------ scenario 2
 
+    PYTHON_VARIANTS = ("bare", "otelbpf", "opentelemetry-instrumentation-flask")
+
     def python(self, receiver: Receiver) -> None:
-        for variant in ("bare", "otelbpf", "opentelemetry-instrumentation-flask"):
-            self._python_variant(receiver, variant)
+        """Every variant once per round, the order rotated each round so that none is always
+        first or last; each variant's figures are the medians of its rounds. A single run of
+        each, one after the other, measured this shared VM's moods as much as the agent."""
+        variants = self.PYTHON_VARIANTS
+        runs: dict[str, list[dict]] = {variant: [] for variant in variants}
+        for round_number in range(self.settings.app_rounds):
+            shift = round_number % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                runs[variant].append(self._python_variant(receiver, variant))
+        for variant in variants:
+            self.results.python.append(_median_run(variant, runs[variant]))
         bare = self.results.python[0]
         for row in self.results.python:
             row["ratios"] = {
@@ -272,7 +286,7 @@ class Bench:
                 ),
             }
 
-    def _python_variant(self, receiver: Receiver, variant: str) -> None:
+    def _python_variant(self, receiver: Receiver, variant: str) -> dict:
         settings = self.settings
         rate, clients = settings.app_rate, settings.app_clients
         in_process = variant == "opentelemetry-instrumentation-flask"
@@ -316,7 +330,6 @@ class Bench:
             row["agent_summary"] = agent.summary()
             row["agent_exit_code"] = agent.returncode
             self._record_start(agent, "flask", row_memory)
-        self.results.python.append(row)
         log.info(
             "  %s: app %.0f us/req, total %.0f us/req, mean %.2f ms, p99 %.2f ms, spans %d/%d",
             variant,
@@ -327,6 +340,7 @@ class Bench:
             row["spans"],
             row["load"]["requests"],
         )
+        return row
 
     # ------------------------------------------------------------------ scenario 3
 
@@ -389,6 +403,36 @@ def failures(results: Results) -> list[str]:
         if not row.get("agent_alive", True):
             found.append(f"flask {row['variant']}: the agent died during the run")
     return found
+
+
+def _median_run(variant: str, runs: list[dict]) -> dict:
+    """One row for a variant: the medians of its runs' figures, the sums of its counts, and
+    every run kept under "rounds"."""
+
+    def median(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    requests = sum(run["load"]["requests"] for run in runs)
+    spans = sum(run["spans"] for run in runs)
+    row = {
+        "variant": variant,
+        "rounds": runs,
+        "load": {
+            "requests": requests,
+            **{
+                key: median([run["load"][key] for run in runs])
+                for key in ("achieved_rps", "mean_us", "p50_us", "p99_us", "p999_us")
+            },
+        },
+        "spans": spans,
+        "span_completeness": spans / requests if requests else None,
+        "agent_alive": all(run.get("agent_alive", True) for run in runs),
+    }
+    for key in ("target_cpu_us_per_req", "total_cpu_us_per_req", "agent_cpu_us_per_req"):
+        if any(key in run for run in runs):
+            row[key] = median([run.get(key) for run in runs])
+    return row
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:
