@@ -154,8 +154,9 @@ class SpanEncoder:
         # by identity: Resource.__hash__ serialises its attributes to JSON on every call (6 us);
         # the resource is kept with its bytes so its id cannot be reused while cached
         self._resources: dict[int, tuple[Resource, bytes]] = {}
-        # a span's constant part seen twice, serialised (None: seen once)
-        self._templates: dict[tuple, bytes | None] = {}
+        # a span's constant part seen twice: (serialised, the frame of a root span with it);
+        # None: seen once
+        self._templates: dict[tuple, tuple[bytes, bytes] | None] = {}
         # the ScopeSpans' fields before its spans: the scope (and its schema URL)
         self._scope_fields = ScopeSpans(
             scope=_encode_instrumentation_scope(SCOPE), schema_url=SCOPE.schema_url
@@ -186,17 +187,16 @@ class SpanEncoder:
         # grouped as the SDK groups them: by resource in order of first appearance, one scope
         # (equal resources of distinct objects get one group each: the agent has one per process)
         groups: dict[int, tuple[Resource, list[bytes]]] = {}
-        span_bytes = self._span_bytes
+        add_span = self._add_span
         for span in spans:
             resource = span.resource
             group = groups.get(id(resource))
             if group is None:
                 group = groups[id(resource)] = (resource, [])
-            body = span_bytes(span)
-            group[1].append(_SPANS_TAG + _varint(len(body)) + body)
+            add_span(group[1], span)
         request = []
-        for resource, framed_spans in groups.values():
-            scope_spans = self._scope_fields + b"".join(framed_spans)
+        for resource, span_parts in groups.values():
+            scope_spans = self._scope_fields + b"".join(span_parts)
             resource_spans = (
                 self._resource_fields(resource)
                 + _SCOPE_SPANS_TAG
@@ -206,11 +206,13 @@ class SpanEncoder:
             request.append(_RESOURCE_SPANS_TAG + _varint(len(resource_spans)) + resource_spans)
         return b"".join(request)
 
-    def _span_bytes(self, span: FinishedSpan) -> bytes:
+    def _add_span(self, parts: list[bytes], span: FinishedSpan) -> None:
+        """Appends the span's framing, its ids and times, and its constant part to parts."""
         record = span.record
         parent_span_id = span.parent_span_id
         attributes = record.attributes
-        if parent_span_id is None and span.trace_state is None:  # a root: fixed-size fields
+        root = parent_span_id is None and span.trace_state is None
+        if root:  # fixed-size fields
             ids_and_times = _pack_root_ids_and_times(
                 span.trace_id.to_bytes(16, "big"),
                 span.span_id.to_bytes(8, "big"),
@@ -241,27 +243,38 @@ class SpanEncoder:
         except TypeError:  # an unhashable value (a list): no template
             template_key, template = None, None
         if template is not None:
-            return ids_and_times + template
-        constant = PbSpan(
+            constant, root_frame = template
+            if root:  # a root's ids and times have one size: its frame is the template's
+                parts += (root_frame, ids_and_times, constant)
+            else:
+                frame = _SPANS_TAG + _varint(len(ids_and_times) + len(constant))
+                parts += (frame, ids_and_times, constant)
+            return
+        message = PbSpan(
             name=record.name,
             kind=_KIND[record.kind],
             status=_ERROR if record.is_error else _UNSET,
             flags=_ROOT_FLAGS if parent_span_id is None else _CHILD_FLAGS,
         )
         key_value = self._key_value
-        constant.attributes.extend(
+        message.attributes.extend(
             key_value(key, value)
             if type(value) in _SCALARS
             else _encode_attributes({key: value})[0]  # arrays: rare, the SDK's encoder
             for key, value in attributes.items()
         )
-        serialized = constant.SerializeToString()
-        if template_key is not None:
-            if len(self._templates) >= MAX_CACHED_TEMPLATES:
-                self._templates.clear()
-            # the first sighting only marks the set: a set never seen again is not kept
-            self._templates[template_key] = serialized if template_key in self._templates else None
-        return ids_and_times + serialized
+        constant = message.SerializeToString()
+        parts += (_SPANS_TAG + _varint(len(ids_and_times) + len(constant)), ids_and_times, constant)
+        if template_key is None:
+            return
+        if len(self._templates) >= MAX_CACHED_TEMPLATES:
+            self._templates.clear()
+        # the first sighting only marks the set: a set never seen again is not kept
+        self._templates[template_key] = (
+            (constant, _SPANS_TAG + _varint(_ROOT_LAYOUT.size + len(constant)))
+            if template_key in self._templates
+            else None
+        )
 
 
 _EXPORT_METHOD = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].methods_by_name[
