@@ -164,6 +164,7 @@ class Telemetry:
         self._resource_of = resource_of
         self._max_processes = max_processes
         self._processes: OrderedDict[int, ProcessTelemetry] = OrderedDict()
+        self._last: tuple[int, ProcessTelemetry] | None = None  # the most recently used
         self._extra_readers: list[InMemoryMetricReader] = []
         self._retired: list[DurationHistograms] = []  # collected once more, then gone
         self._lock = threading.Lock()
@@ -211,10 +212,14 @@ class Telemetry:
             self.pump.start()
 
     def process(self, pid: int, comm: str = "") -> ProcessTelemetry:
+        last = self._last
+        if last is not None and last[0] == pid:
+            return last[1]  # the most recent already: consecutive spans are mostly one process's
         with self._lock:
             found = self._processes.get(pid)
             if found is not None:
                 self._processes.move_to_end(pid)
+                self._last = (pid, found)
                 return found
         resource = self._resource_of(pid, comm)
         created = ProcessTelemetry(
@@ -224,11 +229,13 @@ class Telemetry:
             self._processes[pid] = created
             while len(self._processes) > self._max_processes:
                 self._retire(self._processes.popitem(last=False)[1])
+            self._last = (pid, created)
         return created
 
     def forget(self, pid: int) -> None:
         """A process exec'd or its pid may be reused: describe it afresh next time."""
         with self._lock:
+            self._last = None
             old = self._processes.pop(pid, None)
             if old is not None:
                 self._retire(old)
