@@ -42,7 +42,7 @@ from otelbpf.tlswatch import TlsWatcher
 
 log = logging.getLogger("otelbpf")
 
-POLL_TIMEOUT_MS = 50
+POLL_TIMEOUT_MS = 100  # the longest a record waits when fewer than a wake-up batch came
 COUNTER_REFRESH_S = 1.0
 GONE_SCAN_S = 10.0  # look for connections of processes that vanished unnoticed
 _NO_RESPONSE_BIT = int(ExchangeFlag.NO_RESPONSE)
@@ -369,7 +369,6 @@ class Agent:
         without a close() call) are looked for only after exits, or every GONE_SCAN_S.
         """
         probes = self.probes
-        self._own.refresh()
         requests = [(key, False) for key in probes.answered_keys()]
         gone_keys: list[int] = []
         now = time.monotonic()
