@@ -30,7 +30,7 @@ class Settings:
     app_rate: int
     app_clients: int
     app_duration_s: float
-    app_rounds: int  # each round runs every variant once, in a rotated order
+    app_rounds: int  # each round runs every variant once; odd rounds in reverse order
     startup_samples: int
     idle_sample_s: float
 
@@ -44,7 +44,7 @@ class Settings:
             app_rate=300,
             app_clients=4,
             app_duration_s=10,
-            app_rounds=3,
+            app_rounds=2,
             startup_samples=3,
             idle_sample_s=3,
         )
@@ -262,14 +262,15 @@ class Bench:
     PYTHON_VARIANTS = ("bare", "otelbpf", "opentelemetry-instrumentation-flask")
 
     def python(self, receiver: Receiver) -> None:
-        """Every variant once per round, the order rotated each round so that none is always
-        first or last; each variant's figures are the medians of its rounds. A single run of
-        each, one after the other, measured this shared VM's moods as much as the agent."""
+        """Every variant once per round, every other round in reverse order: two rounds run
+        A B C C B A, so a drift of the machine's speed along the run weighs the same on every
+        variant's mean. This shared VM slows by half within a few minutes at times: a single
+        run of each, one after the other, measured that drift as much as the agent."""
         variants = self.PYTHON_VARIANTS
         runs: dict[str, list[dict]] = {variant: [] for variant in variants}
         for round_number in range(self.settings.app_rounds):
-            shift = round_number % len(variants)
-            for variant in variants[shift:] + variants[:shift]:
+            order = variants if round_number % 2 == 0 else variants[::-1]
+            for variant in order:
                 runs[variant].append(self._python_variant(receiver, variant))
         for variant in variants:
             self.results.python.append(_median_run(variant, runs[variant]))
@@ -406,8 +407,8 @@ def failures(results: Results) -> list[str]:
 
 
 def _median_run(variant: str, runs: list[dict]) -> dict:
-    """One row for a variant: the medians of its runs' figures, the sums of its counts, and
-    every run kept under "rounds"."""
+    """One row for a variant: the medians of its runs' figures (of two runs, their mean),
+    the sums of its counts, and every run kept under "rounds"."""
 
     def median(values: list[float | None]) -> float | None:
         present = [v for v in values if v is not None]

@@ -61,6 +61,9 @@ def _setting(variable: str, given: int | None, default: int) -> int:
 
 
 class SpanBatcher:
+    """A bounded queue of finished spans and the thread that exports them: a batch when
+    max_export_batch_size are queued, and whatever is queued every schedule delay."""
+
     def __init__(
         self,
         exporter: FinishedSpanExporter,
