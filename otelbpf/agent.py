@@ -369,6 +369,7 @@ class Agent:
         without a close() call) are looked for only after exits, or every GONE_SCAN_S.
         """
         probes = self.probes
+        self._own.recheck()
         requests = [(key, False) for key in probes.answered_keys()]
         gone_keys: list[int] = []
         now = time.monotonic()

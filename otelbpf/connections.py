@@ -210,12 +210,14 @@ class OwnTraffic:
     from a traced collector on this host).
 
     The agent's local ports come from its own descriptors (getsockname on a dup of each
-    socket fd), re-read only when the set of its socket fds changed. The kernel tells the
-    agent when it connects somewhere (expect_new_socket): the next exchange from a local
-    peer it does not know is checked at once. Otherwise such a peer is checked at most every
-    CHECK_INTERVAL_S, a backstop for a notice lost to a full ring buffer: listing the agent's
-    own descriptors (a hundred and more: its BPF programs, maps and links) costs 0.2 to 0.5
-    ms, and was 1.5 ms a second of an idle agent when every sweep did it.
+    socket fd), re-read only when its sockets changed. The kernel tells the agent when it
+    connects somewhere (expect_new_socket): the next exchange from a local peer it does not
+    know is checked at once. Otherwise such a peer is checked at most every
+    CHECK_INTERVAL_S, a backstop for a notice lost to a full ring buffer. A check lists the
+    agent's descriptors (a hundred and more: its BPF programs, maps and links; 0.2 to 0.5
+    ms) and reads the links of the sockets it knows: a reconnect often gets the closed
+    socket's number back, so the list alone would not show it. The sweep only reads those
+    few links (recheck), so a closed socket's port stops counting as the agent's.
     """
 
     CHECK_INTERVAL_S = 0.1
@@ -238,7 +240,7 @@ class OwnTraffic:
             names = frozenset(os.listdir(_OWN_FDS))
         except OSError:
             names = frozenset()
-        if names == self._fd_names and not self._connected:
+        if names == self._fd_names and not self._connected and not self._sockets_changed():
             return
         self._fd_names = names
         self._connected = False
@@ -257,6 +259,22 @@ class OwnTraffic:
             if isinstance(address, tuple) and len(address) >= 2:
                 endpoints.add(SocketAddress(_unmapped(address[0]), address[1]))
         self._endpoints = endpoints
+
+    def recheck(self) -> None:
+        """The sweep's check: only the links of the sockets known, a few system calls."""
+        if self._sockets_changed():
+            self.refresh()
+
+    def _sockets_changed(self) -> bool:
+        """A known socket fd closed, or holding another socket now."""
+        for fd, inode in self._socket_fds.items():
+            try:
+                target = os.readlink(f"{_OWN_FDS}/{fd}")
+            except OSError:
+                return True
+            if target != f"socket:[{inode}]":
+                return True
+        return False
 
     def expect_new_socket(self) -> None:
         """The agent connected somewhere: check its sockets on the next exchange from a local

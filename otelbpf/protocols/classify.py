@@ -14,7 +14,7 @@ from otelbpf.exchange import Exchange, Protocol
 from otelbpf.protocols import http1
 
 Parsed = TypeVar("Parsed")
-MEMO_CAPACITY = 1024  # heads kept per direction: about 1.5 MiB at most
+MEMO_CAPACITY = 1024  # heads kept per direction: 1.5 MiB at most with the default head sizes
 
 # TLS record types (handshake, application data, alert, change cipher spec) then version 3.x
 _TLS_RECORD_TYPES = frozenset((0x14, 0x15, 0x16, 0x17))
