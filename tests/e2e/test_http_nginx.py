@@ -86,9 +86,13 @@ def test_nginx_server_and_curl_client_spans(receiver, nginx, start_agent):
         f"{base}/created",
     ]
     assert [s.status_code for s in clients] == ["UNSET", "UNSET", "ERROR", "ERROR", "UNSET"]
-    # each client span encloses its server span: the same exchange seen from both ends
+    # the same exchange seen from both ends: the two spans overlap. Not "the client's span
+    # encloses the server's": a system call is stamped when it returns (a TLS write, when it is
+    # called), and curl can read the answer on the other core a few microseconds before
+    # nginx's write returns (seen once in CI: the server's end 3.7 us after the client's)
     for client, server in zip(clients, servers, strict=True):
-        assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns
+        assert server.start_ns <= server.end_ns
+        assert client.start_ns <= server.end_ns and server.start_ns <= client.end_ns
 
 
 def test_nginx_sendfile_one_mebibyte_and_started_after_the_agent(receiver, nginx, start_agent):
