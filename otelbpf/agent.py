@@ -42,7 +42,7 @@ from otelbpf.tlswatch import TlsWatcher
 
 log = logging.getLogger("otelbpf")
 
-POLL_TIMEOUT_MS = 100  # the longest a record waits when fewer than a wake-up batch came
+POLL_TIMEOUT_MS = 50  # also how late an address lookup (Node.js accepts) may run: keep it short
 COUNTER_REFRESH_S = 1.0
 GONE_SCAN_S = 10.0  # look for connections of processes that vanished unnoticed
 _NO_RESPONSE_BIT = int(ExchangeFlag.NO_RESPONSE)
