@@ -15,8 +15,8 @@ from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter, format_span
 from otelbpf.export.destinations import GRPC, HTTP_PROTOBUF, Destination, resolve
 from otelbpf.export.finished_spans import FinishedSpan
-from otelbpf.export.http_spans import SpanRecord
 from tests.otlp_receiver import OtlpReceiver
+from tests.unit.test_telemetry import record
 
 
 @pytest.fixture(autouse=True)
@@ -195,18 +195,8 @@ def finished_span(
     error: bool = False,
     resource: dict | None = None,
 ) -> FinishedSpan:
-    record = SpanRecord(
-        name=name,
-        kind=kind,
-        start_ns=START,
-        end_ns=START + duration_ns,
-        attributes=attributes,
-        is_error=error,
-        traceparent=None,
-        metric_attributes={},
-    )
     return FinishedSpan(
-        record=record,
+        record=record(name, kind, START, duration_ns, attributes, is_error=error),
         resource=Resource({"service.name": "checkout"} if resource is None else resource),
         trace_id=TRACE_ID,
         span_id=0x00F067AA0BA902B7,
