@@ -11,12 +11,13 @@
  *
  * Pairing: a change of direction on a connection closes an exchange; one ring-buffer event
  * carries the whole exchange: timings, byte counts, addresses and the first bytes of each
- * direction. Reads only stable interfaces: syscall arguments, tracepoint fields, uprobe
- * registers and user memory. No kernel struct layout is read, so headers of another kernel
- * version compile it safely.
+ * direction. Reads stable interfaces: syscall arguments, tracepoint fields, uprobe registers
+ * and user memory. No kernel struct layout comes from headers, so headers of another kernel
+ * version compile it safely; the one struct walk (socket_endpoints) uses offsets from the
+ * running kernel's BTF.
  *
  * Defines set by the loader: MAX_CONNS, RINGBUF_PAGES, WAKEUP_BATCH, REQUEST_HEAD_SIZE,
- * RESPONSE_HEAD_SIZE. Nothing that differs between two runs of the agent is compiled in (its
+ * RESPONSE_HEAD_SIZE; by the compile child, from BTF: SOCK_OFFSETS and the OFF_* offsets. Nothing that differs between two runs of the agent is compiled in (its
  * pid is a setting), so one compiled object serves every run: see otelbpf/probes/compiled.py.
  */
 #include <uapi/linux/ptrace.h>
@@ -765,6 +766,53 @@ static __always_inline int accept_enter(__s32 nr, __u64 listen_fd, const void *p
     return 0;
 }
 
+#ifdef SOCK_OFFSETS
+/* The addresses of the socket behind this task's descriptor fd, from the kernel's own structs
+ * (task -> files -> fdtable -> file -> socket -> sock), at offsets taken from the running
+ * kernel's BTF (otelbpf/probes/kernel_layout.py): the one place this file reads kernel structs,
+ * and only when accept() was given no address buffer. */
+static __always_inline int socket_endpoints(__u32 fd, struct endpoint *local, struct endpoint *peer) {
+    char *task = (char *)bpf_get_current_task();
+    char *files = NULL, *fdt = NULL, *fds = NULL, *file = NULL, *sock = NULL, *sk = NULL;
+    __u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&files, sizeof(files), task + OFF_TASK_FILES) || !files)
+        return -1;
+    if (bpf_probe_read_kernel(&fdt, sizeof(fdt), files + OFF_FILES_FDT) || !fdt)
+        return -1;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), fdt + OFF_FDT_MAX_FDS) || fd >= max_fds)
+        return -1;
+    if (bpf_probe_read_kernel(&fds, sizeof(fds), fdt + OFF_FDT_FD) || !fds)
+        return -1;
+    if (bpf_probe_read_kernel(&file, sizeof(file), fds + (__u64)fd * sizeof(void *)) || !file)
+        return -1;
+    if (bpf_probe_read_kernel(&sock, sizeof(sock), file + OFF_FILE_PRIVATE_DATA) || !sock)
+        return -1;
+    if (bpf_probe_read_kernel(&sk, sizeof(sk), sock + OFF_SOCKET_SK) || !sk)
+        return -1;
+    __u16 family = 0, dport = 0, num = 0;
+    if (bpf_probe_read_kernel(&family, sizeof(family), sk + OFF_SK_FAMILY))
+        return -1;
+    if (family == AF_INET) {
+        if (bpf_probe_read_kernel(peer->addr, 4, sk + OFF_SK_DADDR) ||
+            bpf_probe_read_kernel(local->addr, 4, sk + OFF_SK_RCV_SADDR))
+            return -1;
+    } else if (family == AF_INET6) {
+        if (bpf_probe_read_kernel(peer->addr, 16, sk + OFF_SK_V6_DADDR) ||
+            bpf_probe_read_kernel(local->addr, 16, sk + OFF_SK_V6_RCV_SADDR))
+            return -1;
+    } else {
+        return -1;
+    }
+    if (bpf_probe_read_kernel(&dport, sizeof(dport), sk + OFF_SK_DPORT) ||
+        bpf_probe_read_kernel(&num, sizeof(num), sk + OFF_SK_NUM))
+        return -1;
+    peer->port = bpf_ntohs(dport); /* skc_dport is in network order, skc_num in host order */
+    local->port = num;
+    peer->family = local->family = family;
+    return 0;
+}
+#endif
+
 static __always_inline int accept_exit(__s32 nr, __s64 ret) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     struct accept_args *pending = pending_accept.lookup(&pid_tgid);
@@ -791,7 +839,16 @@ static __always_inline int accept_exit(__s32 nr, __s64 ret) {
         conn->ev.local = *local;
     if (!local || !peer.family) {
         /* accept(fd, NULL, NULL) (libuv does it), or a listener bound before tracing in a
-         * process that forked: user space reads the addresses from /proc while it lives */
+         * process that forked: the socket itself says, where BTF gave its layout; if not,
+         * user space reads the addresses from /proc while the connection lives */
+#ifdef SOCK_OFFSETS
+        struct endpoint sock_local = {}, sock_peer = {};
+        if (socket_endpoints(ret, &sock_local, &sock_peer) == 0) {
+            conn->ev.local = sock_local;
+            conn->ev.peer = sock_peer;
+            return 0;
+        }
+#endif
         struct address_request request = {
             .type = EVENT_ADDRESS_REQUEST, .pid = tgid, .fd = ret, .conn_id = conn->ev.conn_id};
         events.ringbuf_output(&request, sizeof(request), BPF_RB_FORCE_WAKEUP);

@@ -35,7 +35,7 @@ from otelbpf.abi import (
     conn_key,
 )
 from otelbpf.errors import SetupError
-from otelbpf.probes import compiled
+from otelbpf.probes import compiled, kernel_layout
 from otelbpf.probes.bpf_calls import RingBuffer
 from otelbpf.probes.features import ProbeMode
 from otelbpf.probes.objects import LoadedObject, syscall_function
@@ -101,6 +101,7 @@ class ProbeSettings:
             f"-DWAKEUP_BATCH={self.wakeup_batch}",
             "-Wno-unused-function",
             *self.layout.cflags,
+            *kernel_layout.cflags(),
         ]
 
 

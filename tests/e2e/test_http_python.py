@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -378,3 +379,48 @@ def test_no_selector_traces_everyone_but_not_the_agents_own_exports(receiver, se
         if s.kind == "SERVER" and s.resource.get("process.pid") == os.getpid()
     }
     assert "/v1/traces" not in paths and "/v1/metrics" not in paths
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_client_address_of_an_accept_without_address_buffer(receiver, start_agent, host):
+    """accept(fd, NULL, NULL), as libuv does: the kernel's socket gives the client's address.
+
+    The agent is stopped while the connection opens, serves and closes, so nothing is left in
+    /proc to read afterwards: only the address taken in the kernel at accept can be right."""
+    port = free_port()
+    proc = Background(
+        [PYTHON, str(APPS / "null_accept_server.py"), host, str(port)], ready_line="ready"
+    )
+    try:
+        agent = start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+        url_host = f"[{host}]" if ":" in host else host
+        os.kill(agent.process.pid, signal.SIGSTOP)
+        try:
+            done = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{local_port}",
+                    f"http://{url_host}:{port}/users/1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+        finally:
+            os.kill(agent.process.pid, signal.SIGCONT)
+        status, client_port = done.stdout.split()
+        assert status == "200"
+        spans = wait_server_spans(receiver, proc.pid, 1)
+    finally:
+        proc.stop()
+    assert len(spans) == 1
+    attrs = spans[0].attributes
+    assert attrs["url.path"] == "/users/1"
+    assert attrs["client.address"] == host
+    assert attrs["client.port"] == int(client_port)
+    assert attrs["server.port"] == port
