@@ -17,8 +17,10 @@
  * running kernel's BTF.
  *
  * Defines set by the loader: MAX_CONNS, RINGBUF_PAGES, WAKEUP_BATCH, REQUEST_HEAD_SIZE,
- * RESPONSE_HEAD_SIZE; by the compile child, from BTF: SOCK_OFFSETS and the OFF_* offsets. Nothing that differs between two runs of the agent is compiled in (its
- * pid is a setting), so one compiled object serves every run: see otelbpf/probes/compiled.py.
+ * RESPONSE_HEAD_SIZE, and from the kernel's BTF SOCK_OFFSETS and the OFF_* offsets
+ * (otelbpf/probes/kernel_layout.py). Nothing that differs between two runs of the agent is
+ * compiled in (its pid is a setting), so one compiled object serves every run: see
+ * otelbpf/probes/compiled.py.
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>

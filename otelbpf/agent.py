@@ -121,6 +121,7 @@ class Agent:
         )
         self.telemetry = self._build_telemetry()
         self.probes = probes = SocketProbes(settings, choice.mode)
+        probes.preload(tls=config.tls)  # the verifier runs while the rest starts
         decoder = Decoder(layout, MonotonicToWall())
         self._seeder = ExistingConnections(probes)
         self._own = OwnTraffic()

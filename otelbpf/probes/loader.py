@@ -38,7 +38,7 @@ from otelbpf.errors import SetupError
 from otelbpf.probes import compiled, kernel_layout
 from otelbpf.probes.bpf_calls import RingBuffer
 from otelbpf.probes.features import ProbeMode
-from otelbpf.probes.objects import LoadedObject, syscall_function
+from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject, syscall_function
 from otelbpf.probes.ringbuf import MappedRingBuffer
 from otelbpf.probes.tls import TlsHooks
 
@@ -138,6 +138,25 @@ class SocketProbes:
         self._set(Setting.AGENT_TGID, os.getpid())
 
     # -------------------------------------------------------------- attach / detach
+
+    def preload(self, tls: bool) -> None:
+        """Start the verifier on every program attach() will use (and the TLS uprobes')."""
+        wanted: list[tuple[str, int]] = []
+        for entry, exit_ in SYSCALL_PROGRAMS.values():
+            if self.mode is ProbeMode.TRACEPOINT:
+                wanted.append((f"tp_enter_{entry}", PROG_TRACEPOINT))
+                wanted += [(f"tp_exit_{exit_}", PROG_TRACEPOINT)] if exit_ else []
+            else:
+                wanted.append((f"syscall__{entry}", PROG_KPROBE))
+                wanted += [(f"kret_{exit_}", PROG_KPROBE)] if exit_ else []
+        wanted += [(name, PROG_TRACEPOINT) for name in LIFECYCLE_TRACEPOINTS.values()]
+        if tls:
+            wanted += [
+                (name, PROG_KPROBE)
+                for name in self.bpf.compiled.programs
+                if name.startswith(("uprobe_", "uretprobe_"))
+            ]
+        self.bpf.preload(wanted)
 
     def attach(self) -> None:
         started = time.monotonic()

@@ -216,6 +216,52 @@ def test_the_extracted_object_loads_without_bcc(compiled: tuple[AbiLayout, objec
         loaded.close()
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_preloaded_programs_are_the_ones_attached_and_none_leaks(
+    compiled: tuple[AbiLayout, object],
+) -> None:
+    """preload() verifies in background threads; program() hands out those descriptors; a
+    preload never asked for is closed with the object; a program the verifier rejects raises
+    where it is asked for, as a direct load does."""
+    from otelbpf.probes.compiled import CompiledObject, ProgramCode, extract
+    from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject
+
+    _, bpf = compiled
+    extracted = extract(bpf)
+    names = sorted(extracted.programs)
+    kinds = {n: PROG_KPROBE if _is_kprobe_program(n) else PROG_TRACEPOINT for n in names}
+    before = _open_fds()
+    loaded = LoadedObject(extracted)
+    try:
+        loaded.preload(kinds.items())
+        wanted = names[: len(names) // 2]
+        fds = {name: loaded.program(name, kinds[name]) for name in wanted}
+        assert len(set(fds.values())) == len(wanted)
+        assert all(loaded.program(name, kinds[name]) == fd for name, fd in fds.items())
+    finally:
+        loaded.close()
+    assert _open_fds() == before  # the half never asked for is closed too
+
+    exit_ = b"\x95" + b"\0" * 7  # a lone BPF_EXIT: r0 was never set, the verifier refuses
+    broken = CompiledObject(
+        extracted.maps,
+        {"broken": ProgramCode("broken", exit_, ())},
+        extracted.license,
+        extracted.kernel_version,
+    )
+    loaded = LoadedObject(broken)
+    try:
+        loaded.preload([("broken", PROG_TRACEPOINT)])
+        with pytest.raises(OSError, match="broken"):
+            loaded.program("broken", PROG_TRACEPOINT)
+    finally:
+        loaded.close()
+    assert _open_fds() == before
+
+
 VERIFIER_LIMIT = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: instructions the verifier walks
 VERIFIER_SHARE = 0.9  # of it a program may use here: other kernels prune less well
 
