@@ -29,7 +29,7 @@ from otelbpf.decode import AddressNotice, AgentConnectNotice, Decoder, H2Chunk, 
 from otelbpf.exchange import Exchange, Protocol, SocketAddress
 from otelbpf.export import destinations
 from otelbpf.export.console import ConsoleLineExporter
-from otelbpf.export.http_spans import SpanOptions, http_span
+from otelbpf.export.http_spans import HttpSpanMemo, SpanOptions
 from otelbpf.export.span_batches import SpanBatcher
 from otelbpf.export.stream_spans import grpc_span, http2_span, is_grpc
 from otelbpf.export.telemetry import Telemetry
@@ -128,6 +128,7 @@ class Agent:
         self._addresses = AddressBook()
         self._selector = selector
         self._span_options = SpanOptions(keep_query_values=config.keep_query_values)
+        self._http_spans = HttpSpanMemo(self._span_options)
         self.tls = TlsWatcher(probes.tls.attach if config.tls else None)
         self.h2 = Http2Streams(probes.mark_h2)
         probes.open_events(self._records.append)
@@ -302,7 +303,7 @@ class Agent:
             if int(exchange.flags) & _NO_RESPONSE_BIT:  # an int's & skips the enum machinery
                 stats.skipped("unanswered")  # closed, or the process gone, before an answer
                 return
-            span = http_span(exchange, self._span_options)
+            span = self._http_spans.describe(exchange)
             self.telemetry.record(exchange.pid, exchange.comm, span)
             stats.spans += 1
         elif protocol is Protocol.TLS:

@@ -46,6 +46,7 @@ class HistogramSpec:
 @dataclass
 class _Series:
     attributes: Mapping[str, AttributeValue]
+    boundaries: tuple[float, ...]
     bucket_counts: list[int]
     start_ns: int
     count: int = 0
@@ -77,17 +78,29 @@ class DurationHistograms:
         self._instruments = {key: _Instrument(spec) for key, spec in specs.items()}
         self._lock = threading.Lock()
         self._last_collect_ns = time.time_ns()
+        # (instrument key, the series) by the identity of an attribute dict that HttpSpanMemo
+        # shares between repeated spans: no frozenset per request. An entry keeps its dict,
+        # so the id cannot be reused while cached; emptied when a collection replaces series.
+        self._by_identity: dict[int, tuple[Mapping[str, AttributeValue], object, _Series]] = {}
 
     def record(self, key: object, value: float, attributes: Mapping[str, AttributeValue]) -> None:
-        instrument = self._instruments.get(key)
-        if instrument is None:
-            return
-        series_key = frozenset(attributes.items())
         with self._lock:
-            series = instrument.series.get(series_key)
-            if series is None:
-                series = self._new_series(instrument, series_key, attributes)
-            series.bucket_counts[bisect_left(instrument.spec.boundaries, value)] += 1
+            known = self._by_identity.get(id(attributes))
+            if known is not None and known[1] == key:
+                series = known[2]
+            else:
+                instrument = self._instruments.get(key)
+                if instrument is None:
+                    return
+                series_key = frozenset(attributes.items())
+                series = instrument.series.get(series_key)
+                if series is None:
+                    series = self._new_series(instrument, series_key, attributes)
+                if len(self._by_identity) >= MAX_SERIES:
+                    self._by_identity.clear()
+                self._by_identity[id(attributes)] = (attributes, key, series)
+            boundaries = series.boundaries
+            series.bucket_counts[bisect_left(boundaries, value)] += 1
             series.count += 1
             series.sum += value
             if value < series.min:
@@ -107,7 +120,8 @@ class DurationHistograms:
         start_ns = self._last_collect_ns
         if self.temporality is AggregationTemporality.CUMULATIVE:
             start_ns = time.time_ns()
-        series = _Series(dict(attributes), [0] * (len(instrument.spec.boundaries) + 1), start_ns)
+        boundaries = instrument.spec.boundaries
+        series = _Series(dict(attributes), boundaries, [0] * (len(boundaries) + 1), start_ns)
         instrument.series[key] = series
         return series
 
@@ -125,6 +139,7 @@ class DurationHistograms:
                 ]
                 if delta:
                     instrument.series = {}
+                    self._by_identity.clear()  # it names series that are gone
                 if points:
                     histogram = Histogram(points, aggregation_temporality=self.temporality)
                     metrics.append(Metric(spec.name, spec.description, spec.unit, histogram))

@@ -3,6 +3,11 @@
 Pure functions over the domain type, following the stable OpenTelemetry HTTP semantic
 conventions (names from the opentelemetry-semantic-conventions package). No SDK objects here:
 the tracing stage turns a SpanRecord into an SDK span.
+
+HttpSpanMemo is http_span for the agent's hot path: an exchange that repeats one seen before
+(the same parsed heads, addresses and sizes: a keep-alive client polling one URL) gets the
+earlier span's description, attribute dicts included, with only its times its own. Shared
+dicts are read-only from here on; the encoder and the histograms recognise them by identity.
 """
 
 from __future__ import annotations
@@ -218,3 +223,60 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
 
 
 _span_record = fast_constructor(SpanRecord)
+
+
+MEMO_CAPACITY = 4096  # descriptions remembered; cleared when full (a churn costs a rebuild)
+
+
+class HttpSpanMemo:
+    """http_span, with the description of a repeated exchange built once.
+
+    The key holds object identities: the parsed heads (protocols/classify.HeadMemo returns the
+    same object for the same bytes) and the addresses (decode caches them). Each entry keeps
+    those objects alive, so no identity in a live key can be reused by another object."""
+
+    def __init__(self, options: SpanOptions, capacity: int = MEMO_CAPACITY) -> None:
+        self._options = options
+        self._capacity = capacity
+        self._described: dict[tuple, tuple[SpanRecord, tuple]] = {}
+
+    def __len__(self) -> int:
+        return len(self._described)
+
+    def describe(self, exchange: Exchange) -> SpanRecord:
+        request = exchange.http_request
+        response = exchange.http_response
+        local = exchange.local
+        peer = exchange.peer
+        key = (
+            id(request),
+            id(response),
+            id(local),
+            id(peer),
+            exchange.role._value_,  # an enum member's hash is a Python call; its value's is not
+            exchange.flags._value_,
+            exchange.request_bytes,
+            exchange.response_bytes,
+            exchange.response_body_size,
+        )
+        found = self._described.get(key)
+        if found is None:
+            record = http_span(exchange, self._options)
+            if len(self._described) >= self._capacity:
+                self._described.clear()
+            self._described[key] = (record, (request, response, local, peer))
+            return record
+        record = found[0]
+        start_ns = exchange.start_ns
+        end_ns = exchange.end_ns
+        return _span_record(
+            record.name,
+            record.kind,
+            start_ns,
+            end_ns if end_ns > start_ns else start_ns,
+            record.attributes,
+            record.is_error,
+            record.traceparent,
+            record.metric_attributes,
+            record.duration_metric,
+        )

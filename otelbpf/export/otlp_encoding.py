@@ -157,6 +157,10 @@ class SpanEncoder:
         # a span's constant part seen twice: (serialised, the frame of a root span with it);
         # None: seen once
         self._templates: dict[tuple, tuple[bytes, bytes] | None] = {}
+        # the same, found by the identity of a span's attribute dict, for the dicts that
+        # HttpSpanMemo shares between repeated spans: no tuple of every attribute to hash.
+        # An entry keeps its dict, so the id cannot be reused while it is cached.
+        self._shared_templates: dict[tuple[int, bool], tuple[dict, str, int, bool, tuple]] = {}
         # the ScopeSpans' fields before its spans: the scope (and its schema URL)
         self._scope_fields = ScopeSpans(
             scope=_encode_instrumentation_scope(SCOPE), schema_url=SCOPE.schema_url
@@ -230,18 +234,39 @@ class SpanEncoder:
                 start_time_unix_nano=record.start_ns,
                 end_time_unix_nano=record.end_ns,
             ).SerializeToString()
-        try:  # with the types: True == 1, but not as attribute values
-            template_key = (
-                record.name,
-                record.kind._value_,  # an enum member's hash is a Python call; its value's is not
-                record.is_error,
-                parent_span_id is None,
-                tuple(attributes.items()),
-                tuple(map(type, attributes.values())),
-            )
-            template = self._templates.get(template_key)
-        except TypeError:  # an unhashable value (a list): no template
-            template_key, template = None, None
+        shared_key = (id(attributes), parent_span_id is None)
+        shared = self._shared_templates.get(shared_key)
+        template_key: tuple | None = None
+        if (
+            shared is not None
+            and shared[1] == record.name
+            and shared[2] == record.kind._value_
+            and shared[3] == record.is_error
+        ):
+            template: tuple[bytes, bytes] | None = shared[4]
+        else:
+            try:  # with the types: True == 1, but not as attribute values
+                template_key = (
+                    record.name,
+                    record.kind._value_,  # an enum member's hash is a Python call; its value's not
+                    record.is_error,
+                    parent_span_id is None,
+                    tuple(attributes.items()),
+                    tuple(map(type, attributes.values())),
+                )
+                template = self._templates.get(template_key)
+            except TypeError:  # an unhashable value (a list): no template
+                template_key, template = None, None
+            if template is not None:
+                if len(self._shared_templates) >= MAX_CACHED_TEMPLATES:
+                    self._shared_templates.clear()
+                self._shared_templates[shared_key] = (
+                    attributes,
+                    record.name,
+                    record.kind._value_,
+                    record.is_error,
+                    template,
+                )
         if template is not None:
             constant, root_frame = template
             if root:  # a root's ids and times have one size: its frame is the template's

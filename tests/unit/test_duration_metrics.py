@@ -102,3 +102,18 @@ def test_too_many_attribute_sets_overflow_into_one(monkeypatch: pytest.MonkeyPat
     assert len(points) == 4
     assert points[(("otel.metric.overflow", True),)][0] == 7
     assert sum(p[0] for p in points.values()) == 10
+
+
+def test_one_shared_dict_counts_as_its_equal_copies_do() -> None:
+    """HttpSpanMemo hands one dict to every repeat: found by identity, it must land in the
+    series its equal copies land in, and per instrument."""
+    client_spec = HistogramSpec("http.client.request.duration", "Duration.", "s", SPEC.boundaries)
+    h = DurationHistograms(RESOURCE, SCOPE, {"server": SPEC, "client": client_spec})
+    shared = dict(OK)
+    for n in range(6):
+        h.record("server", 0.01 * (n + 1), shared)
+        h.record("server", 0.5, dict(OK))  # an equal copy: the same series
+        h.record("client", 0.3, shared)  # the same dict under another instrument
+    [scope_metrics] = h.collect().scope_metrics
+    counts = {m.name: [p.count for p in m.data.data_points] for m in scope_metrics.metrics}
+    assert counts == {SPEC.name: [12], client_spec.name: [6]}

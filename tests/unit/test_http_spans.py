@@ -27,7 +27,13 @@ from opentelemetry.trace import SpanKind
 
 from otelbpf.abi import ExchangeFlag, Role
 from otelbpf.exchange import Exchange, Protocol, SocketAddress
-from otelbpf.export.http_spans import SpanOptions, SpanRecord, http_span, split_host
+from otelbpf.export.http_spans import (
+    HttpSpanMemo,
+    SpanOptions,
+    SpanRecord,
+    http_span,
+    split_host,
+)
 from otelbpf.protocols.classify import classify
 
 T0 = 1_700_000_000_000_000_000
@@ -426,3 +432,54 @@ def test_a_host_port_that_only_looks_numeric_is_no_port() -> None:
     assert split_host("h:\u00b2") == ("h:\u00b2", None)
     assert split_host("[::1]:\u00b2") == ("::1", None)
     assert split_host("h:8080") == ("h", 8080)
+
+
+# ---------------------------------------------------------------- the memo of repeated spans
+
+
+def memo_exchange(**overrides: object) -> Exchange:
+    exchange = make_exchange(Role.SERVER, SERVER_REQUEST, SERVER_RESPONSE, **overrides)
+    assert classify(exchange) is Protocol.HTTP1
+    return exchange
+
+
+def test_memo_gives_what_http_span_gives_with_each_exchanges_times() -> None:
+    memo = HttpSpanMemo(SpanOptions())
+    variants = [
+        {},
+        {"start_ns": T0 + 10, "end_ns": T0 + 20},  # a repeat: times of its own
+        {"peer": SocketAddress("10.0.0.8", 40000)},  # another client
+        {"request_bytes": len(SERVER_REQUEST) + 7},  # a body: its own size
+        {"response_bytes": len(SERVER_RESPONSE) + 100},
+        {"end_ns": T0 - 5},  # a clock step backwards: no negative duration
+        {"local": None},
+        {"peer": None},
+    ]
+    for overrides in variants * 2:
+        exchange = memo_exchange(**overrides)
+        assert memo.describe(exchange) == http_span(exchange, SpanOptions()), overrides
+
+
+def test_memo_shares_a_repeat_description_and_keeps_distinct_ones_apart() -> None:
+    memo = HttpSpanMemo(SpanOptions())
+    first = memo.describe(memo_exchange())
+    again = memo.describe(memo_exchange(start_ns=T0 + 1_000, end_ns=T0 + 9_000))
+    assert again.attributes is first.attributes
+    assert again.metric_attributes is first.metric_attributes
+    assert (again.start_ns, again.end_ns) == (T0 + 1_000, T0 + 9_000)
+    other_client = memo.describe(memo_exchange(peer=SocketAddress("10.0.0.9", 1)))
+    assert other_client.attributes is not first.attributes
+    assert other_client.attributes[CLIENT_ADDRESS] == "10.0.0.9"
+    failed = make_exchange(Role.SERVER, SERVER_REQUEST, status_response(503))
+    assert classify(failed) is Protocol.HTTP1
+    error = memo.describe(failed)  # another response head: another description
+    assert error.is_error and error.attributes[HTTP_RESPONSE_STATUS_CODE] == 503
+    assert len(memo) == 3
+
+
+def test_memo_starts_over_when_full() -> None:
+    memo = HttpSpanMemo(SpanOptions(), capacity=2)
+    for port in range(5):
+        exchange = memo_exchange(peer=SocketAddress("10.0.0.7", 50000 + port))
+        assert memo.describe(exchange).attributes[CLIENT_PORT] == 50000 + port
+        assert len(memo) <= 2

@@ -165,6 +165,26 @@ def test_repeated_spans_come_from_templates_and_stay_equal() -> None:
     assert all(template is not None for template in encoder._templates.values())
 
 
+def test_one_attribute_dict_shared_by_many_spans() -> None:
+    """HttpSpanMemo hands the same dict to every repeat; the encoder then finds its template
+    by the dict's identity. That shortcut must still tell names, kinds, status and parents
+    apart, since nothing stops one dict from riding on spans that differ in those."""
+    shared = {"http.request.method": "GET", "server.port": 8080, "flag": True}
+    encoder = SpanEncoder()
+    for _ in range(3):
+        batch = [span(n, attributes=shared) for n in range(9)]  # three names
+        batch += [span(1, attributes=shared, is_error=True)] * 2
+        batch += [span(1, attributes=shared, kind=SpanKind.CLIENT)] * 2
+        batch += [span(1, attributes=shared, parent_span_id=9)] * 2
+        batch += [span(1, attributes=shared, trace_state="vendor=a")] * 2
+        # interleaved: each differs from the one before in one thing only
+        batch += [span(1, attributes=shared), span(1, attributes=shared, is_error=True)] * 3
+        batch += [span(1, attributes=shared), span(1, attributes=shared, kind=SpanKind.CLIENT)] * 3
+        batch += [span(1, attributes=shared), span(1, attributes=shared, parent_span_id=5)] * 3
+        assert_same_as_sdk(batch, encoder)
+    assert encoder._shared_templates  # the shortcut was taken
+
+
 def test_a_full_cache_starts_over_and_stays_correct(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(otlp_encoding, "MAX_CACHED_ATTRIBUTES", 8)
     monkeypatch.setattr(otlp_encoding, "MAX_CACHED_RESOURCES", 1)
@@ -177,6 +197,7 @@ def test_a_full_cache_starts_over_and_stays_correct(monkeypatch: pytest.MonkeyPa
     assert len(encoder._attributes) <= 8
     assert len(encoder._resources) <= 1
     assert len(encoder._templates) <= 2
+    assert len(encoder._shared_templates) <= 2
 
 
 def test_http_exporter_sends_the_fast_encoding_to_a_receiver() -> None:
