@@ -175,9 +175,10 @@ struct comm_key {
 };
 
 /* A read or write between its entry and its exit, keyed by thread. User space seeds one for
- * a thread already blocked in a read when the probes attach. */
+ * a thread already blocked in a read when the probes attach. The entry outlives the call
+ * (until the thread exits): conn_key 0 marks it idle. */
 struct io_args {
-    __u64 conn_key;
+    __u64 conn_key; /* 0: no call in flight */
     const void *buf; /* flat buffer, iovec array or msghdr, per kind */
     __u64 iovcnt;
     __u8 kind;
