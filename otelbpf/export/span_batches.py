@@ -86,6 +86,10 @@ class SpanBatcher:
         )
         self.dropped = 0  # spans that found the queue full
         self.failed = 0  # spans in batches the exporter could not send
+        # the last export failed: the final flush at exit then counts what is queued as lost
+        # rather than wait out the exporter's timeout once more (a collector that is down
+        # would otherwise hold the exit for OTEL_EXPORTER_OTLP_TIMEOUT per batch)
+        self._collector_down = False
         self._queue: deque[FinishedSpan] = deque()
         self._wake = threading.Event()
         self._export_lock = threading.Lock()  # one export at a time: worker or flush
@@ -112,12 +116,22 @@ class SpanBatcher:
         while not self._stopping:
             self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
-            self._export_queued()
+            self._export_queued(final=self._stopping)  # woken by shutdown(): the exit's pass
 
-    def _export_queued(self) -> None:
+    def _export_queued(self, final: bool = False) -> None:
         with self._export_lock:
             queue = self._queue
             while queue:
+                if final and self._collector_down:
+                    lost = len(queue)
+                    queue.clear()
+                    self.failed += lost
+                    log.warning(
+                        "the collector did not take the last export: %d queued spans are "
+                        "not sent (counted as lost)",
+                        lost,
+                    )
+                    return
                 size = min(len(queue), self.max_export_batch_size)
                 batch = [queue.popleft() for _ in range(size)]
                 try:
@@ -125,7 +139,8 @@ class SpanBatcher:
                 except Exception:  # an exporter bug costs that batch, never the agent
                     log.exception("span export raised")
                     result = SpanExportResult.FAILURE
-                if result is not SpanExportResult.SUCCESS:
+                self._collector_down = result is not SpanExportResult.SUCCESS
+                if self._collector_down:
                     self.failed += len(batch)
 
     def force_flush(self) -> bool:
@@ -137,5 +152,5 @@ class SpanBatcher:
         self._stopping = True
         self._wake.set()
         self._worker.join(timeout=5)
-        self._export_queued()
+        self._export_queued(final=True)
         self.exporter.shutdown()

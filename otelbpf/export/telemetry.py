@@ -26,6 +26,7 @@ from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     InMemoryMetricReader,
     MetricExporter,
+    MetricExportResult,
     MetricsData,
     ResourceMetrics,
 )
@@ -121,6 +122,7 @@ class MetricsPump:
         self.interval_s = max(0.05, interval_ms / 1000)
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._collector_down = False  # the last export failed
         self._thread = threading.Thread(target=self._run, name="otelbpf-metrics", daemon=True)
 
     def start(self) -> None:
@@ -130,21 +132,27 @@ class MetricsPump:
         while not self._stop.wait(self.interval_s):
             self.export_once()
 
-    def export_once(self) -> None:
+    def export_once(self, final: bool = False) -> None:
         with self._lock:
+            if final and self._collector_down:
+                # as the span batcher: the exit does not wait out the timeout once more
+                log.warning("the collector did not take the last metric export: not retried")
+                return
             resource_metrics = self._collect()
             if not resource_metrics:
                 return
             try:
-                self.exporter.export(MetricsData(resource_metrics=resource_metrics))
+                result = self.exporter.export(MetricsData(resource_metrics=resource_metrics))
             except Exception as error:  # a collector that is down must not stop the agent
                 log.warning("metric export failed: %s", error)
+                result = MetricExportResult.FAILURE
+            self._collector_down = result is not MetricExportResult.SUCCESS
 
     def shutdown(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        self.export_once()
+        self.export_once(final=True)
         self.exporter.shutdown()
 
 

@@ -129,6 +129,45 @@ def test_failed_and_raising_exports_are_counted_and_the_worker_goes_on() -> None
     assert batcher.failed == 4
 
 
+def test_exit_after_a_failed_export_counts_the_queue_instead_of_trying_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A collector that is down: each try costs the exporter's whole timeout, so the exit
+    tries at most once more, and only if the collector took the last export."""
+    exporter = Recorder(SpanExportResult.FAILURE)
+    batcher = SpanBatcher(exporter, schedule_delay_ms=600_000, max_export_batch_size=2)
+    batcher.add(span(0))
+    batcher.add(span(1))
+    assert exporter.exported.wait(10)  # the worker's export failed
+    with batcher._export_lock:  # and the worker is done with its pass
+        pass
+    batcher.max_export_batch_size = 1000  # past the constructor: the worker sleeps on
+    for n in range(2, 7):
+        batcher.add(span(n))
+    with caplog.at_level(logging.WARNING, logger="otelbpf.export.span_batches"):
+        batcher.shutdown()
+    assert exporter.batches == [[0, 1]]  # nothing tried at the exit
+    assert batcher.failed == 7
+    assert "5 queued spans are not sent" in caplog.text
+
+    # the collector took the last export, then went away: one try at the exit, in batches
+    # of the maximum, and the batches after a failed one are counted, not tried
+    exporter = Recorder()
+    batcher = SpanBatcher(exporter, schedule_delay_ms=600_000, max_export_batch_size=2)
+    batcher.add(span(0))
+    batcher.add(span(1))
+    assert exporter.exported.wait(10)
+    with batcher._export_lock:
+        pass
+    exporter.result = SpanExportResult.FAILURE
+    batcher.max_export_batch_size = 3
+    for n in range(2, 9):
+        batcher.add(span(n))
+    batcher.shutdown()
+    assert exporter.batches == [[0, 1], [2, 3, 4]]
+    assert batcher.failed == 7
+
+
 def test_settings_come_from_the_otel_bsp_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4096")

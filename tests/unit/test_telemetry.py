@@ -458,3 +458,37 @@ def test_least_recently_used_process_is_retired_past_the_limit(receiver: OtlpRec
     telemetry.pump.export_once()
     assert services_per_export(receiver) == [["checkout", "payments"], ["payments"]]
     telemetry.shutdown()
+
+
+class CountingMetricExporter(GrpcMetricExporter):
+    """The real gRPC metric exporter, counting its export calls."""
+
+    calls = 0
+
+    def export(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.calls += 1
+        return super().export(*args, **kwargs)
+
+
+def test_the_exit_sends_metrics_once_more_only_if_the_last_export_went_through() -> None:
+    """A collector that is down costs the exporter's whole timeout per try: the exit tries
+    again only when the last export went through."""
+    from otelbpf.export.telemetry import MetricsPump
+
+    with OtlpReceiver() as rx:
+        telemetry = make_telemetry("grpc", rx)
+        record_sample(telemetry)
+        up = CountingMetricExporter(endpoint=rx.grpc_endpoint, insecure=True, timeout=5)
+        pump = MetricsPump(up, telemetry._collect, interval_ms=600_000)
+        pump.export_once()
+        pump.shutdown()
+        assert up.calls == 2
+        assert len(rx.metrics_requests()) == 2
+        endpoint = rx.grpc_endpoint
+    # the receiver has stopped: its port refuses, and each export fails after its retries
+    down = CountingMetricExporter(endpoint=endpoint, insecure=True, timeout=1)
+    pump = MetricsPump(down, telemetry._collect, interval_ms=600_000)
+    pump.export_once()
+    pump.shutdown()
+    assert down.calls == 1
+    telemetry.batcher.shutdown()
