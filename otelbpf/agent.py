@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from otelbpf import preflight
 from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Role
@@ -39,6 +40,9 @@ from otelbpf.selection import ProcessSelector, Selectors
 from otelbpf.stats import AgentStats
 from otelbpf.streams import Finished, Http2Streams
 from otelbpf.tlswatch import TlsWatcher
+
+if TYPE_CHECKING:
+    from otelbpf.probes.loader import ProbeSettings
 
 log = logging.getLogger("otelbpf")
 
@@ -65,6 +69,18 @@ class AgentConfig:
     metric_export_interval_ms: int | None = None
     tls: bool = True  # hook TLS libraries for plaintext
     nice: int | None = DEFAULT_NICE  # None: left as inherited
+
+
+def probe_settings(config: AgentConfig) -> ProbeSettings:
+    """What the BPF programs are compiled and loaded with, for this configuration."""
+    from otelbpf.probes.loader import ProbeSettings  # after the preflight: it needs bcc's paths
+
+    return ProbeSettings(
+        layout=AbiLayout(config.request_head_size, config.response_head_size),
+        max_connections=config.max_connections,
+        ringbuf_bytes=config.ringbuf_bytes,
+        idle_flush_ns=config.idle_flush_ms * 1_000_000,
+    )
 
 
 def settle_garbage_collector() -> None:
@@ -104,7 +120,7 @@ class Agent:
         preflight.run_all()
         # the probes need the preflight's tracefs and headers: imported here, after it
         from otelbpf.probes.features import choose_probe_mode
-        from otelbpf.probes.loader import ProbeSettings, SocketProbes
+        from otelbpf.probes.loader import SocketProbes
 
         config = self.config
         selector = ProcessSelector(config.selectors)
@@ -112,13 +128,8 @@ class Agent:
         choice = choose_probe_mode(config.probe_mode)
         log.info("probe mode: %s (%s)", choice.mode.value, choice.reason)
 
-        layout = AbiLayout(config.request_head_size, config.response_head_size)
-        settings = ProbeSettings(
-            layout=layout,
-            max_connections=config.max_connections,
-            ringbuf_bytes=config.ringbuf_bytes,
-            idle_flush_ns=config.idle_flush_ms * 1_000_000,
-        )
+        settings = probe_settings(config)
+        layout = settings.layout
         self.telemetry = self._build_telemetry()
         self.probes = probes = SocketProbes(settings, choice.mode)
         probes.preload(tls=config.tls)  # the verifier runs while the rest starts

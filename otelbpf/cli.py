@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from otelbpf import __version__, config
 from otelbpf.errors import SetupError
 from otelbpf.selection import Selectors
+
+if TYPE_CHECKING:
+    from otelbpf.agent import AgentConfig
 
 log = logging.getLogger("otelbpf")
 
@@ -148,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="export query-string values instead of REDACTED",
     )
 
-    commands.add_parser("check", help="check that this machine can run the agent, and say how")
+    commands.add_parser(
+        "check",
+        help="check that this machine can run the agent, and say how; compiles the BPF "
+        "programs, puts them through the verifier and caches them for `run`",
+    )
 
     cover = commands.add_parser(
         "coverage",
@@ -173,10 +181,10 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("opentelemetry").setLevel(logging.ERROR if not verbose else logging.DEBUG)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from otelbpf.agent import Agent, AgentConfig, install_signal_handlers
+def _agent_config(args: argparse.Namespace) -> AgentConfig:
+    from otelbpf.agent import AgentConfig
 
-    agent_config = AgentConfig(
+    return AgentConfig(
         selectors=Selectors(tuple(args.pid), tuple(args.port), tuple(args.exe)),
         probe_mode=args.probe_mode,
         endpoint=args.endpoint,
@@ -190,24 +198,45 @@ def _run(args: argparse.Namespace) -> int:
         tls=args.tls,
         nice=args.nice,
     )
-    agent = Agent(agent_config)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from otelbpf.agent import Agent, install_signal_handlers
+
+    agent = Agent(_agent_config(args))
     install_signal_handlers(agent)
     return agent.run()
 
 
-def _check() -> int:
+def _check(parser: argparse.ArgumentParser) -> int:
     from otelbpf import preflight
+    from otelbpf.agent import probe_settings
+    from otelbpf.probes import kernel_layout
     from otelbpf.probes.features import choose_probe_mode, kprobes_available
 
     preflight.check_privileges()
     print(f"tracefs: {preflight.ensure_tracefs()}")
-    headers = preflight.find_kernel_headers()
+    headers = preflight.run_all()
     print(f"kernel headers: {headers or 'the running kernel own (/lib/modules)'}")
     bcc = preflight.import_bcc()
     print(f"bcc: {getattr(bcc, '__file__', '?')}")
     print(f"kprobes: {'available' if kprobes_available() else 'not available'}")
     choice = choose_probe_mode(None)
     print(f"probe mode: {choice.mode.value} ({choice.reason})")
+    from otelbpf.probes.loader import verify_programs
+
+    # the programs `otelbpf run` would load with its defaults (and this environment's
+    # variables): compiled, or taken from the cache, and every one through the verifier.
+    # The compile is cached, so the first `run` after a check starts without compiling.
+    settings = probe_settings(_agent_config(parser.parse_args(["run"])))
+    verified = verify_programs(settings, choice.mode)
+    source = "from the cache" if verified.from_cache else f"compiled in {verified.compile_s:.1f}s"
+    print(
+        f"BPF programs: {verified.count} pass the kernel's verifier ({source}; cached for "
+        f"`otelbpf run` in {verified.cache_path.parent})"
+    )
+    addresses = "the kernel's socket (BTF)" if kernel_layout.cflags() else "/proc, while it lives"
+    print(f"client address of an accept(fd, NULL, NULL): from {addresses}")
     return 0
 
 
@@ -237,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "coverage":
             return _coverage(args)
-        return _check()
+        return _check(parser)
     except SetupError as error:
         print(f"otelbpf: {error.message}\n  how to fix: {error.fix}", file=sys.stderr)
         return error.exit_code

@@ -136,9 +136,13 @@ def cache_key(cflags: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
+def cache_path(cflags: list[str]) -> Path:
+    return cache_dir() / f"{cache_key(cflags)}.json"
+
+
 def load_or_compile(cflags: list[str]) -> tuple[CompiledObject, bool]:
     """The compiled object for these defines, and whether it came from the cache."""
-    path = cache_dir() / f"{cache_key(cflags)}.json"
+    path = cache_path(cflags)
     try:
         program = CompiledObject.from_json(path.read_text())
         log.info("BPF programs from the cache: %s", path)

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from otelbpf.abi import (
     BPF_DIR,
@@ -105,6 +106,33 @@ class ProbeSettings:
         ]
 
 
+@dataclass(frozen=True)
+class VerifiedPrograms:
+    count: int
+    from_cache: bool
+    compile_s: float  # the compile's time, or the cache read's
+    cache_path: Path
+
+
+def verify_programs(settings: ProbeSettings, mode: ProbeMode) -> VerifiedPrograms:
+    """Compile (or take from the cache) and load every program `run` would, attaching none.
+
+    `otelbpf check` runs it, so that a machine that passes the check is known to pass the
+    verifier too, and so that set-up leaves the compiled programs cached for the first run."""
+    started = time.monotonic()
+    probes = SocketProbes(settings, mode)
+    took = time.monotonic() - started
+    try:
+        wanted = probes.preload(tls=True)
+        for name, kind in wanted:
+            probes.bpf.program(name, kind)  # a rejection raises, with the verifier's log
+    finally:
+        probes.close()
+    return VerifiedPrograms(
+        len(wanted), probes.from_cache, took, compiled.cache_path(settings.cflags)
+    )
+
+
 class SocketProbes:
     def __init__(self, settings: ProbeSettings, mode: ProbeMode) -> None:
         self.settings = settings
@@ -139,8 +167,9 @@ class SocketProbes:
 
     # -------------------------------------------------------------- attach / detach
 
-    def preload(self, tls: bool) -> None:
-        """Start the verifier on every program attach() will use (and the TLS uprobes')."""
+    def preload(self, tls: bool) -> list[tuple[str, int]]:
+        """Start the verifier on every program attach() will use (and the TLS uprobes');
+        returns them, as (name, program type)."""
         wanted: list[tuple[str, int]] = []
         for entry, exit_ in SYSCALL_PROGRAMS.values():
             if self.mode is ProbeMode.TRACEPOINT:
@@ -157,6 +186,7 @@ class SocketProbes:
                 if name.startswith(("uprobe_", "uretprobe_"))
             ]
         self.bpf.preload(wanted)
+        return wanted
 
     def attach(self) -> None:
         started = time.monotonic()

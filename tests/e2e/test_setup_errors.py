@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 
@@ -9,7 +11,7 @@ import pytest
 
 from otelbpf.probes.features import kprobes_available
 from tests.e2e.conftest import agent_env
-from tests.e2e.harness import PYTHON, ROOT, python_client
+from tests.e2e.harness import PYTHON, ROOT, AgentProcess, python_client
 
 
 def run_agent(*args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None):
@@ -58,11 +60,26 @@ def test_kprobe_mode_forced_on_a_kernel_without_kprobes():
     assert_clear_failure(result, "this kernel has no kprobes", "--probe-mode tracepoint")
 
 
-def test_check_reports_the_probe_mode():
-    result = run_agent("check")
+def test_check_reports_the_probe_mode_and_verifies_what_run_will_load(tmp_path):
+    """`check` compiles the programs `run` would load with its defaults, puts every one
+    through the verifier, and leaves them cached: the next `run` starts without a compile."""
+    env = {**os.environ, "OTELBPF_CACHE_DIR": str(tmp_path)}
+    result = run_agent("check", env=env)
     assert result.returncode == 0, result.stderr
     expected = "kprobe" if kprobes_available() else "tracepoint"
     assert f"probe mode: {expected}" in result.stdout
+    assert re.search(r"BPF programs: \d+ pass the kernel's verifier \(compiled in", result.stdout)
+    assert "client address of an accept(fd, NULL, NULL): from the kernel's socket" in (
+        result.stdout
+    )
+    again = run_agent("check", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "pass the kernel's verifier (from the cache;" in again.stdout
+
+    with AgentProcess(["--pid", str(os.getpid())], {"OTELBPF_CACHE_DIR": str(tmp_path)}) as agent:
+        log = agent.stderr
+    assert "BPF programs from the cache" in log
+    assert "compiled" not in log
 
 
 @pytest.mark.skipif(
