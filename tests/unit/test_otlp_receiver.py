@@ -634,3 +634,34 @@ def test_script_prints_spans_as_they_arrive() -> None:
     assert "[backend] SERVER   'SELECT users' 1.000ms UNSET" in printed
     assert "parent=0000000000000001" in printed
     assert "grpc-traces': 1" in stderr
+
+
+@pytest.mark.parametrize("keep_spans", [True, False])
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_spans_counted_by_path_with_or_without_keeping_them(
+    transport: str, keep_spans: bool
+) -> None:
+    """The benchmarks' receiver keeps no span: it decodes each request and counts its spans,
+    by url.path, or by http.target (older instrumentations' name) where url.path is absent."""
+    tracer_provider = TracerProvider(resource=Resource(FRONTEND), shutdown_on_exit=False)
+    paths = ["/a"] * 5 + ["/b"] * 2
+    with OtlpReceiver(keep_spans=keep_spans) as rx:
+        processor = BatchSpanProcessor(span_exporter(transport, rx), max_export_batch_size=3)
+        tracer_provider.add_span_processor(processor)
+        tracer = tracer_provider.get_tracer("bench")
+        for path in paths:
+            tracer.start_span("GET", attributes={"url.path": path, "http.target": "/no"}).end()
+        tracer.start_span("GET", attributes={"http.target": "/old"}).end()
+        tracer.start_span("SELECT", attributes={"db.system.name": "postgresql"}).end()
+        processor.force_flush()
+        assert rx.span_count() == 9
+        assert [rx.path_count(p) for p in ("/a", "/b", "/old", "/no")] == [5, 2, 1, 0]
+        assert rx.requests[f"{transport}-traces"] == 3
+        if keep_spans:
+            assert len(rx.spans()) == 9
+        else:
+            with pytest.raises(RuntimeError, match="keeps none"):
+                rx.spans()
+        rx.clear()
+        assert (rx.span_count(), rx.path_count("/a")) == (0, 0)
+        processor.shutdown()
