@@ -174,8 +174,8 @@ def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> s
         f"Flask {extra.get('flask', '?')} on waitress (8 threads, one process), one JSON route, "
         f"{settings.app_rate} req/s over {settings.app_clients} keep-alive connections for "
         f"{settings.app_duration_s:g} s per run, {settings.app_rounds} rounds of every variant, "
-        "every other round in reverse order (A B C C B A); each figure is the median of a "
-        "variant's runs (of two, their mean), requests and spans their sums. In-process: "
+        "every other round in reverse order (A B C C B A ...); each figure is the median of a "
+        "variant's runs, requests and spans their sums. In-process: "
         "opentelemetry-instrumentation-flask with "
         "the SDK's BatchSpanProcessor, periodic metric reader and OTLP/gRPC exporters, "
         "same variables, same receiver.",

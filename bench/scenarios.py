@@ -44,7 +44,7 @@ class Settings:
             app_rate=300,
             app_clients=4,
             app_duration_s=10,
-            app_rounds=2,
+            app_rounds=4,
             startup_samples=3,
             idle_sample_s=3,
         )
@@ -262,10 +262,11 @@ class Bench:
     PYTHON_VARIANTS = ("bare", "otelbpf", "opentelemetry-instrumentation-flask")
 
     def python(self, receiver: Receiver) -> None:
-        """Every variant once per round, every other round in reverse order: two rounds run
-        A B C C B A, so a drift of the machine's speed along the run weighs the same on every
-        variant's mean. This shared VM slows by half within a few minutes at times: a single
-        run of each, one after the other, measured that drift as much as the agent."""
+        """Every variant once per round, every other round in reverse order: four rounds run
+        A B C C B A A B C C B A, so a drift of the machine's speed along the run weighs the
+        same on every variant's median. This shared VM slows by half within a few minutes at
+        times: a single run of each, one after the other, measured that drift as much as the
+        agent."""
         variants = self.PYTHON_VARIANTS
         runs: dict[str, list[dict]] = {variant: [] for variant in variants}
         for round_number in range(self.settings.app_rounds):
@@ -407,8 +408,8 @@ def failures(results: Results) -> list[str]:
 
 
 def _median_run(variant: str, runs: list[dict]) -> dict:
-    """One row for a variant: the medians of its runs' figures (of two runs, their mean),
-    the sums of its counts, and every run kept under "rounds"."""
+    """One row for a variant: the medians of its runs' figures (of an even number of runs,
+    the mean of the middle two), the sums of its counts, and every run kept under "rounds"."""
 
     def median(values: list[float | None]) -> float | None:
         present = [v for v in values if v is not None]

@@ -223,7 +223,7 @@ def _check(parser: argparse.ArgumentParser) -> int:
     print(f"kprobes: {'available' if kprobes_available() else 'not available'}")
     choice = choose_probe_mode(None)
     print(f"probe mode: {choice.mode.value} ({choice.reason})")
-    from otelbpf.probes.loader import verify_programs
+    from otelbpf.probes.loader import verify_programs  # after the preflight: bcc's paths
 
     # the programs `otelbpf run` would load with its defaults (and this environment's
     # variables): compiled, or taken from the cache, and every one through the verifier.

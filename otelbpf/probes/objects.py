@@ -157,12 +157,13 @@ class LoadedObject:
         for ring in self._rings:
             ring.close()
         self._rings.clear()
-        for loading in self._loading.values():  # preloaded, never attached
+        preloaded: list[int] = []  # never asked for: loaded, or still in the verifier
+        for loading in self._loading.values():
             if not loading.cancel():
                 with contextlib.suppress(OSError):
-                    self._programs[f"unused {len(self._programs)}"] = loading.result()
+                    preloaded.append(loading.result())
         self._loading.clear()
-        for fd in [*self._programs.values(), *self.map_fds.values()]:
+        for fd in [*preloaded, *self._programs.values(), *self.map_fds.values()]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._programs.clear()
