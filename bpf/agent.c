@@ -86,7 +86,11 @@ BPF_HASH(socket_types, __u64, __u32, 65536);      /* (pid, fd) -> socket type fr
 enum io_kind { IO_FLAT = 0, IO_IOVEC = 1, IO_MSG = 2, IO_SIZE_ONLY = 3 };
 enum io_dir { DIR_EGRESS = 0, DIR_INGRESS = 1 };
 
-BPF_HASH(pending_io, __u64, struct io_args, 16384);
+/* An entry per thread that does I/O on a tracked connection, kept until the thread exits (see
+ * io_enter). LRU: a host with more such threads than entries, or a thread that vanished
+ * without an exit (a non-leader thread's exec takes the leader's id), loses its oldest entries
+ * rather than failing the update of a new one. */
+BPF_TABLE("lru_hash", __u64, struct io_args, pending_io, 32768);
 
 struct connect_args {
     __u64 fd;
@@ -132,7 +136,7 @@ struct tls_session_key {
 };
 BPF_HASH(tls_fds, struct tls_session_key, __u32, 65536);
 BPF_HASH(tls_active, __u64, __u64, 16384);   /* thread -> session of the library call it is in */
-BPF_HASH(last_read_fd, __u64, __u32, 16384); /* thread -> the tracked socket it read last */
+BPF_TABLE("lru_hash", __u64, __u32, last_read_fd, 32768); /* thread -> socket it read last */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -631,7 +635,8 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
     __u64 key = conn_key_of(tgid, fd);
     /* A thread's pending_io entry lives as long as the thread: a call in flight is a
      * nonzero conn_key, written in place. A map update and a delete per system call cost
-     * nginx 0.7 us a request more (bpf_stats, this VM) than a lookup and two stores. */
+     * nginx 0.7 us a request more (bpf_stats, this VM) than a lookup and two stores. Every
+     * return below leaves the entry idle or holding this call. */
     struct io_args *slot = pending_io.lookup(&pid_tgid);
     struct conn_state *conn = conns.lookup(&key);
     if (!conn) {
@@ -653,13 +658,15 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
             *last = fd32;
     }
     __u64 *session = tls_active.lookup(&pid_tgid);
-    if (session) {
-        /* a socket call made inside a TLS library call: that session writes to this socket */
-        bind_tls(tgid, *session, fd32, conn);
+    if (session || conn->tls) {
+        /* ciphertext: the library hook sees the plaintext. An entry the agent seeded for a
+         * call that ended unseen must not stand for this one. */
+        if (slot)
+            slot->conn_key = 0;
+        if (session) /* a socket call made inside a TLS library call: that session's socket */
+            bind_tls(tgid, *session, fd32, conn);
         return 0;
     }
-    if (conn->tls)
-        return 0; /* ciphertext: the library hook sees the plaintext */
     struct io_args io = {
         .conn_key = key, .buf = buf, .iovcnt = iovcnt, .kind = kind, .dir = dir, .nr = nr};
     if (slot)
@@ -1006,9 +1013,12 @@ static __always_inline int process_exec(struct sched_process_exec_ctx *args) {
 static __always_inline int process_exit(void) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    /* every thread that ends (the tracepoint fires for each): its per-thread entries go */
-    pending_io.delete(&pid_tgid);
-    last_read_fd.delete(&pid_tgid);
+    /* every thread that ends (the tracepoint fires for each): its per-thread entries go;
+     * looked up first, as a delete takes the bucket's lock even for a missing key */
+    if (pending_io.lookup(&pid_tgid))
+        pending_io.delete(&pid_tgid);
+    if (last_read_fd.lookup(&pid_tgid))
+        last_read_fd.delete(&pid_tgid);
     if ((__u32)pid_tgid != tgid || !is_traced(tgid)) /* every traced process, in trace-all too */
         return 0;
     __u32 zero = 0;

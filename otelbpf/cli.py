@@ -214,9 +214,8 @@ def _check(parser: argparse.ArgumentParser) -> int:
     from otelbpf.probes import kernel_layout
     from otelbpf.probes.features import choose_probe_mode, kprobes_available
 
-    preflight.check_privileges()
+    headers = preflight.run_all()  # privileges, tracefs, headers and bcc, in that order
     print(f"tracefs: {preflight.ensure_tracefs()}")
-    headers = preflight.run_all()
     print(f"kernel headers: {headers or 'the running kernel own (/lib/modules)'}")
     bcc = preflight.import_bcc()
     print(f"bcc: {getattr(bcc, '__file__', '?')}")
@@ -235,6 +234,11 @@ def _check(parser: argparse.ArgumentParser) -> int:
         f"BPF programs: {verified.count} pass the kernel's verifier ({source}; cached for "
         f"`otelbpf run` in {verified.cache_path.parent})"
     )
+    if verified.tls_rejected:
+        print(
+            "TLS uprobe programs the verifier refused (run goes on without them): "
+            + ", ".join(verified.tls_rejected)
+        )
     addresses = "the kernel's socket (BTF)" if kernel_layout.cflags() else "/proc, while it lives"
     print(f"client address of an accept(fd, NULL, NULL): from {addresses}")
     return 0

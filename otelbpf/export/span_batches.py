@@ -122,7 +122,8 @@ class SpanBatcher:
         with self._export_lock:
             queue = self._queue
             while queue:
-                if final and self._collector_down:
+                # shutdown() may come while a pass is under way: it then ends that pass too
+                if (final or self._stopping) and self._collector_down:
                     lost = len(queue)
                     queue.clear()
                     self.failed += lost

@@ -81,7 +81,6 @@ class _Type:
     kind: int
     kind_flag: bool
     vlen: int
-    size_or_type: int
     address: int
 
 
@@ -90,7 +89,7 @@ class KernelTypes:
 
     def __init__(self) -> None:
         try:
-            lib = ctypes.CDLL(LIBBPF)
+            lib = ctypes.CDLL(LIBBPF, use_errno=True)
         except OSError as error:
             raise LayoutError(f"{LIBBPF} is not available: {error}") from None
         lib.btf__load_vmlinux_btf.restype = ctypes.c_void_p
@@ -117,11 +116,20 @@ class KernelTypes:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def offset(self, struct_name: str, path: str) -> int:
-        """Byte offset of `path` (members joined by dots) inside struct `struct_name`."""
+    def size(self, struct_name: str) -> int:
+        """The struct's size in bytes."""
+        found = self._resolved(self._struct_id(struct_name))
+        return _BtfType.from_address(found.address).size_or_type
+
+    def _struct_id(self, struct_name: str) -> int:
         type_id = self._lib.btf__find_by_name_kind(self._btf, struct_name.encode(), KIND_STRUCT)
         if type_id <= 0:
             raise LayoutError(f"struct {struct_name} is not in the kernel's BTF")
+        return type_id
+
+    def offset(self, struct_name: str, path: str) -> int:
+        """Byte offset of `path` (members joined by dots) inside struct `struct_name`."""
+        type_id = self._struct_id(struct_name)
         total_bits = 0
         for name in path.split("."):
             found = self._member(type_id, name)
@@ -164,9 +172,7 @@ class KernelTypes:
             raw = _BtfType.from_address(address)
             kind = (raw.info >> 24) & 0x1F
             if kind not in _MODIFIERS:
-                return _Type(
-                    kind, bool(raw.info >> 31), raw.info & 0xFFFF, raw.size_or_type, address
-                )
+                return _Type(kind, bool(raw.info >> 31), raw.info & 0xFFFF, address)
             type_id = raw.size_or_type
         raise LayoutError(f"BTF type {type_id}: too many typedefs")
 

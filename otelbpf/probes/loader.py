@@ -108,28 +108,44 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class VerifiedPrograms:
-    count: int
+    count: int  # distinct programs that passed the verifier
     from_cache: bool
     compile_s: float  # the compile's time, or the cache read's
     cache_path: Path
+    tls_rejected: tuple[str, ...]  # TLS uprobe programs the verifier refused
 
 
 def verify_programs(settings: ProbeSettings, mode: ProbeMode) -> VerifiedPrograms:
-    """Compile (or take from the cache) and load every program `run` would, attaching none.
+    """Compile (or take from the cache) and load every program `run` may, attaching none.
 
     `otelbpf check` runs it, so that a machine that passes the check is known to pass the
-    verifier too, and so that set-up leaves the compiled programs cached for the first run."""
+    verifier too, and so that set-up leaves the compiled programs cached for the first run.
+    A socket program refused is a SetupError, as `run` makes it; a TLS program refused is
+    reported, as `run` goes on without that library's hooks."""
     started = time.monotonic()
     probes = SocketProbes(settings, mode)
     took = time.monotonic() - started
+    passed = 0
+    tls_rejected: list[str] = []
     try:
-        wanted = probes.preload(tls=True)
-        for name, kind in wanted:
-            probes.bpf.program(name, kind)  # a rejection raises, with the verifier's log
+        wanted = dict(probes.preload(tls=True))  # a program serves several hooks: once each
+        for name, kind in wanted.items():
+            try:
+                probes.bpf.program(name, kind)
+                passed += 1
+            except OSError as error:
+                if kind == PROG_KPROBE and name.startswith(("uprobe_", "uretprobe_")):
+                    tls_rejected.append(name)
+                    continue
+                raise SetupError(
+                    f"the kernel's verifier refused BPF program {name}: {error}",
+                    "report it with the verifier's log above; `--probe-mode` picks the "
+                    "other set of socket programs where the kernel has both",
+                ) from None
     finally:
         probes.close()
     return VerifiedPrograms(
-        len(wanted), probes.from_cache, took, compiled.cache_path(settings.cflags)
+        passed, probes.from_cache, took, compiled.cache_path(settings.cflags), tuple(tls_rejected)
     )
 
 

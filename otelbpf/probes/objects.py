@@ -4,7 +4,7 @@ What bcc's BPF class does after its compile, over bcc's system-call library only
 created up front, a program is loaded (and verified) the first time something attaches it,
 and every attachment is remembered so close() undoes them all.
 
-The kernel's verifier is most of a start from the cache (here 1.2-1.7 s for the exchange
+The kernel's verifier is most of a start from the cache (here 1.1-1.7 s for the exchange
 program alone, 2.4 s for all). preload() starts it early, on as many threads as there are
 CPUs, the biggest program first: the load is one system call, made with the GIL released, so
 it runs beside the agent's own start-up work and beside the other programs' loads.

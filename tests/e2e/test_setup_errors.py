@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from otelbpf.probes.features import kprobes_available
+from otelbpf.probes.loader import LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
 from tests.e2e.conftest import agent_env
 from tests.e2e.harness import PYTHON, ROOT, AgentProcess, python_client
 
@@ -68,7 +69,15 @@ def test_check_reports_the_probe_mode_and_verifies_what_run_will_load(tmp_path):
     assert result.returncode == 0, result.stderr
     expected = "kprobe" if kprobes_available() else "tracepoint"
     assert f"probe mode: {expected}" in result.stdout
-    assert re.search(r"BPF programs: \d+ pass the kernel's verifier \(compiled in", result.stdout)
+    prefix = ("tp_enter_", "tp_exit_") if expected == "tracepoint" else ("syscall__", "kret_")
+    programs = {f"{prefix[0]}{entry}" for entry, _ in SYSCALL_PROGRAMS.values()}
+    programs |= {f"{prefix[1]}{exit_}" for _, exit_ in SYSCALL_PROGRAMS.values() if exit_}
+    programs |= set(LIFECYCLE_TRACEPOINTS.values())
+    source = (ROOT / "bpf" / "agent.c").read_text()
+    programs |= set(re.findall(r"^int (uprobe_\w+|uretprobe_\w+)\(", source, re.MULTILINE))
+    assert f"BPF programs: {len(programs)} pass the kernel's verifier (compiled in" in (
+        result.stdout
+    )
     assert "client address of an accept(fd, NULL, NULL): from the kernel's socket" in (
         result.stdout
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from opentelemetry.semconv._incubating.attributes.http_attributes import (
     HTTP_REQUEST_BODY_SIZE,
@@ -483,3 +485,26 @@ def test_memo_starts_over_when_full() -> None:
         exchange = memo_exchange(peer=SocketAddress("10.0.0.7", 50000 + port))
         assert memo.describe(exchange).attributes[CLIENT_PORT] == 50000 + port
         assert len(memo) <= 2
+
+
+def test_memo_keeps_role_and_tls_apart() -> None:
+    """The same heads and addresses, served and called, in clear and over TLS: four
+    descriptions (url.scheme and the span kind differ), each what http_span makes."""
+    memo = HttpSpanMemo(SpanOptions())
+    described = []
+    for role in (Role.SERVER, Role.CLIENT):
+        for flags in (ExchangeFlag(0), ExchangeFlag.TLS):
+            exchange = dataclasses.replace(
+                make_exchange(role, SERVER_REQUEST, SERVER_RESPONSE, local=None, peer=None),
+                flags=flags,
+            )
+            assert classify(exchange) is Protocol.HTTP1
+            for _ in range(2):
+                span = memo.describe(exchange)
+                assert span == http_span(exchange, SpanOptions())
+            described.append(span)
+    assert len(memo) == 4
+    assert [s.kind for s in described] == [SpanKind.SERVER] * 2 + [SpanKind.CLIENT] * 2
+    assert [s.attributes.get(URL_SCHEME) for s in described[:2]] == ["http", "https"]
+    assert described[2].attributes[URL_FULL].startswith("http://")
+    assert described[3].attributes[URL_FULL].startswith("https://")

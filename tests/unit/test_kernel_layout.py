@@ -29,10 +29,17 @@ def types():
         yield loaded
 
 
-def test_every_offset_is_found(types):
+def test_every_offset_is_found_inside_its_struct(types):
     offsets = kernel_layout.socket_offsets()
     assert set(offsets) == set(kernel_layout.MEMBERS)
-    assert all(value >= 0 for value in offsets.values())
+    for define, (struct_name, path) in kernel_layout.MEMBERS.items():
+        # a pointer, or a field of at most 16 bytes (an IPv6 address), fits in its struct
+        size = types.size(struct_name)
+        assert 0 <= offsets[define] <= size - 2, (define, struct_name, path, size)
+    # the walk's pointers are 8-byte aligned, as the kernel lays them out
+    pointers = ("OFF_TASK_FILES", "OFF_FILES_FDT", "OFF_FDT_FD", "OFF_FILE_PRIVATE_DATA")
+    for define in (*pointers, "OFF_SOCKET_SK"):
+        assert offsets[define] % 8 == 0, define
 
 
 def test_sock_common_keeps_its_address_and_port_pairs(types):

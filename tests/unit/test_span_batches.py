@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -204,3 +205,32 @@ def test_a_batch_is_never_larger_than_the_queue() -> None:
     batcher = SpanBatcher(Recorder(), max_queue_size=100, max_export_batch_size=1000)
     assert batcher.max_export_batch_size == 100
     batcher.shutdown()
+
+
+def test_exit_during_a_failing_export_pass_tries_no_further_batch() -> None:
+    """shutdown() while the worker is in the middle of a pass whose export is failing: the
+    pass stops after that export, instead of trying every batch left in the queue."""
+    release = threading.Event()
+
+    class Stalled(Recorder):
+        def export(self, spans: Sequence[FinishedSpan]) -> SpanExportResult:
+            result = super().export(spans)
+            release.wait(10)  # a collector that is down: the exporter waits out its timeout
+            return result
+
+    exporter = Stalled(SpanExportResult.FAILURE)
+    batcher = SpanBatcher(exporter, schedule_delay_ms=600_000, max_export_batch_size=2)
+    batcher.max_export_batch_size = 1000  # the worker is not woken by the adds below
+    for n in range(10):
+        batcher.add(span(n))
+    batcher.max_export_batch_size = 2
+    batcher._wake.set()
+    assert exporter.exported.wait(10)  # the worker's pass is in its first export
+    stopping = threading.Thread(target=batcher.shutdown)
+    stopping.start()
+    while not batcher._stopping:
+        time.sleep(0.01)
+    release.set()
+    stopping.join(10)
+    assert exporter.batches == [[0, 1]]
+    assert batcher.failed == 10
