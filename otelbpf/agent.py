@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("otelbpf")
 
-POLL_TIMEOUT_MS = 50  # also how late an address lookup (Node.js accepts) may run: keep it short
+# how late a quiet period's events are read: what must be read at once (an address lookup
+# for an accept with no address buffer, the agent's own connect) forces a wake-up in the kernel
+POLL_TIMEOUT_MS = 100
 COUNTER_REFRESH_S = 1.0
 GONE_SCAN_S = 10.0  # look for connections of processes that vanished unnoticed
 _NO_RESPONSE_BIT = int(ExchangeFlag.NO_RESPONSE)
