@@ -116,14 +116,15 @@ class SpanBatcher:
         while not self._stopping:
             self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
-            self._export_queued(final=self._stopping)  # woken by shutdown(): the exit's pass
+            self._export_queued()
 
-    def _export_queued(self, final: bool = False) -> None:
+    def _export_queued(self) -> None:
         with self._export_lock:
             queue = self._queue
             while queue:
-                # shutdown() may come while a pass is under way: it then ends that pass too
-                if (final or self._stopping) and self._collector_down:
+                # stopping, after a failed export: also ends a pass under way when shutdown()
+                # comes, or the exit would wait out the exporter's timeout once per batch
+                if self._stopping and self._collector_down:
                     lost = len(queue)
                     queue.clear()
                     self.failed += lost
@@ -153,5 +154,5 @@ class SpanBatcher:
         self._stopping = True
         self._wake.set()
         self._worker.join(timeout=5)
-        self._export_queued(final=True)
+        self._export_queued()
         self.exporter.shutdown()

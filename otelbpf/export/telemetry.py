@@ -132,9 +132,9 @@ class MetricsPump:
         while not self._stop.wait(self.interval_s):
             self.export_once()
 
-    def export_once(self, final: bool = False) -> None:
+    def export_once(self) -> None:
         with self._lock:
-            if final and self._collector_down:
+            if self._stop.is_set() and self._collector_down:
                 # as the span batcher: the exit does not wait out the timeout once more
                 log.warning("the collector did not take the last metric export: not retried")
                 return
@@ -152,7 +152,7 @@ class MetricsPump:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        self.export_once(final=True)
+        self.export_once()
         self.exporter.shutdown()
 
 

@@ -183,17 +183,22 @@ class SocketProbes:
 
     # -------------------------------------------------------------- attach / detach
 
+    def _syscall_programs(self, entry: str, exit_: str | None) -> tuple[str, str | None]:
+        """The programs this probe mode hooks a syscall's entry and exit with."""
+        if self.mode is ProbeMode.TRACEPOINT:
+            return f"tp_enter_{entry}", f"tp_exit_{exit_}" if exit_ else None
+        return f"syscall__{entry}", f"kret_{exit_}" if exit_ else None
+
     def preload(self, tls: bool) -> list[tuple[str, int]]:
         """Start the verifier on every program attach() will use (and the TLS uprobes');
         returns them, as (name, program type)."""
-        wanted: list[tuple[str, int]] = []
-        for entry, exit_ in SYSCALL_PROGRAMS.values():
-            if self.mode is ProbeMode.TRACEPOINT:
-                wanted.append((f"tp_enter_{entry}", PROG_TRACEPOINT))
-                wanted += [(f"tp_exit_{exit_}", PROG_TRACEPOINT)] if exit_ else []
-            else:
-                wanted.append((f"syscall__{entry}", PROG_KPROBE))
-                wanted += [(f"kret_{exit_}", PROG_KPROBE)] if exit_ else []
+        kind = PROG_TRACEPOINT if self.mode is ProbeMode.TRACEPOINT else PROG_KPROBE
+        wanted = [
+            (program, kind)
+            for hooks in SYSCALL_PROGRAMS.values()
+            for program in self._syscall_programs(*hooks)
+            if program
+        ]
         wanted += [(name, PROG_TRACEPOINT) for name in LIFECYCLE_TRACEPOINTS.values()]
         if tls:
             wanted += [
@@ -206,22 +211,21 @@ class SocketProbes:
 
     def attach(self) -> None:
         started = time.monotonic()
-        for syscall, (entry, exit_) in SYSCALL_PROGRAMS.items():
+        for syscall, hooks in SYSCALL_PROGRAMS.items():
+            on_entry, on_exit = self._syscall_programs(*hooks)
             if self.mode is ProbeMode.TRACEPOINT:
-                self._attach_tracepoint(f"syscalls:sys_enter_{syscall}", f"tp_enter_{entry}")
-                if exit_:
-                    self._attach_tracepoint(f"syscalls:sys_exit_{syscall}", f"tp_exit_{exit_}")
+                self._attach_tracepoint(f"syscalls:sys_enter_{syscall}", on_entry)
+                if on_exit:
+                    self._attach_tracepoint(f"syscalls:sys_exit_{syscall}", on_exit)
             else:
                 function = syscall_function(syscall)
-                self._attach(
-                    f"kprobe:{function}", self.bpf.attach_kprobe, function, f"syscall__{entry}"
-                )
-                if exit_:
+                self._attach(f"kprobe:{function}", self.bpf.attach_kprobe, function, on_entry)
+                if on_exit:
                     self._attach(
                         f"kretprobe:{function}",
                         self.bpf.attach_kprobe,
                         function,
-                        f"kret_{exit_}",
+                        on_exit,
                         on_return=True,
                     )
         for tracepoint, fn_name in LIFECYCLE_TRACEPOINTS.items():
