@@ -76,21 +76,22 @@ BPF_PERCPU_ARRAY(process_scratch, struct process_event, 1);
 
 /* Connections in flight, allocated on use: a host with few connections pays for few. */
 BPF_F_TABLE("hash", __u64, struct conn_state, conns, MAX_CONNS, BPF_F_NO_PREALLOC);
-BPF_HASH(bound, __u64, struct endpoint, 16384);   /* (pid, fd) -> address given to bind() */
+/* What socket() and bind() said of a traced process's sockets: one map, so that close(), which
+ * nginx calls on a file for every request, finds there is nothing to forget in one lookup. */
+BPF_HASH(sockets, __u64, struct socket_facts, 65536);
 /* Connections whose exchange has its answer: the idle sweep's candidates. A small map, so the
  * sweep never reads the big conn_state values of every connection. */
 BPF_HASH(answered, __u64, __u8, MAX_CONNS);
-BPF_HASH(socket_types, __u64, __u32, 65536);      /* (pid, fd) -> socket type from socket() */
 
 /* What an in-flight syscall needs at its exit, keyed by thread. */
 enum io_kind { IO_FLAT = 0, IO_IOVEC = 1, IO_MSG = 2, IO_SIZE_ONLY = 3 };
 enum io_dir { DIR_EGRESS = 0, DIR_INGRESS = 1 };
 
-/* An entry per thread that does I/O on a tracked connection, kept until the thread exits (see
- * io_enter). LRU: a host with more such threads than entries, or a thread that vanished
- * without an exit (a non-leader thread's exec takes the leader's id), loses its oldest entries
- * rather than failing the update of a new one. */
-BPF_TABLE("lru_hash", __u64, struct io_args, pending_io, 32768);
+/* An entry per thread that does I/O on a tracked connection or calls a TLS library, kept until
+ * the thread exits (see io_enter). LRU: a host with more such threads than entries, or a
+ * thread that vanished without an exit (a non-leader thread's exec takes the leader's id),
+ * loses its oldest entries rather than failing the update of a new one. */
+BPF_TABLE("lru_hash", __u64, struct thread_state, threads, 32768);
 
 struct connect_args {
     __u64 fd;
@@ -135,8 +136,6 @@ struct tls_session_key {
     __u64 session; /* SSL*, gnutls_session_t */
 };
 BPF_HASH(tls_fds, struct tls_session_key, __u32, 65536);
-BPF_HASH(tls_active, __u64, __u64, 16384);   /* thread -> session of the library call it is in */
-BPF_TABLE("lru_hash", __u64, __u32, last_read_fd, 32768); /* thread -> socket it read last */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -248,6 +247,16 @@ static __always_inline struct conn_state *new_conn(__u64 key, __u8 role) {
     conn->ev.fd = (__u32)key;
     conn->ev.role = role;
     return conn;
+}
+
+/* The calling thread's entry in threads, made on its first use. */
+static __always_inline struct thread_state *thread_of(__u64 pid_tgid) {
+    struct thread_state *thread = threads.lookup(&pid_tgid);
+    if (thread)
+        return thread;
+    struct thread_state blank = {};
+    threads.update(&pid_tgid, &blank);
+    return threads.lookup(&pid_tgid);
 }
 
 /* Forget the exchange in progress without emitting it. */
@@ -630,59 +639,55 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
                                     __u8 kind, __u8 dir) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if (!is_traced(tgid))
-        return 0;
     __u64 key = conn_key_of(tgid, fd);
-    /* A thread's pending_io entry lives as long as the thread: a call in flight is a
-     * nonzero conn_key, written in place. A map update and a delete per system call cost
-     * nginx 0.7 us a request more (bpf_stats, this VM) than a lookup and two stores. Every
-     * return below leaves the entry idle or holding this call. */
-    struct io_args *slot = pending_io.lookup(&pid_tgid);
+    /* The connection first, and no is_traced(): only traced processes have connections, so
+     * one lookup sends every other call away, and a traced call saves the filter's. */
     struct conn_state *conn = conns.lookup(&key);
     if (!conn) {
         /* The agent may have left an entry for a call it found blocked at start-up (see
          * seed_blocked_calls in otelbpf/connections.py) that ended unseen: never let it
-         * stand for this call. */
-        if (slot)
-            slot->conn_key = 0;
+         * stand for this call. Looked for only once there are such entries. */
+        if (setting(SETTING_SEEDED_CALLS)) {
+            struct thread_state *seeded = threads.lookup(&pid_tgid);
+            if (seeded)
+                seeded->io.conn_key = 0;
+        }
         return 0;
     }
+    /* A thread's entry lives as long as the thread: a call in flight is a nonzero
+     * io.conn_key, written in place. A map update and a delete per system call cost nginx
+     * 0.7 us a request more (bpf_stats, this VM) than a lookup and two stores; separate maps
+     * for the last socket read and the TLS call cost two lookups more. Every return below
+     * leaves the entry idle or holding this call. */
+    struct thread_state *thread = thread_of(pid_tgid);
+    if (!thread)
+        return 0;
     __u32 fd32 = fd;
     if (dir == DIR_INGRESS) {
-        /* for TLS stacks whose I/O is outside their calls; written in place, as the thread
-         * keeps its entry (an update per read cost nginx 0.7 us a request) */
-        __u32 *last = last_read_fd.lookup(&pid_tgid);
-        if (!last)
-            last_read_fd.update(&pid_tgid, &fd32);
-        else if (*last != fd32)
-            *last = fd32;
+        /* for TLS stacks whose I/O is outside their calls (see tls_conn) */
+        thread->last_read_fd = fd32;
+        thread->flags |= THREAD_READ_ONE;
     }
-    __u64 *session = tls_active.lookup(&pid_tgid);
-    if (session || conn->tls) {
-        /* ciphertext: the library hook sees the plaintext. An entry the agent seeded for a
-         * call that ended unseen must not stand for this one. */
-        if (slot)
-            slot->conn_key = 0;
-        if (session) /* a socket call made inside a TLS library call: that session's socket */
-            bind_tls(tgid, *session, fd32, conn);
+    if ((thread->flags & THREAD_IN_TLS) || conn->tls) {
+        /* ciphertext: the library hook sees the plaintext */
+        thread->io.conn_key = 0;
+        if (thread->flags & THREAD_IN_TLS) /* a socket call inside a TLS library call */
+            bind_tls(tgid, thread->tls_session, fd32, conn);
         return 0;
     }
     struct io_args io = {
         .conn_key = key, .buf = buf, .iovcnt = iovcnt, .kind = kind, .dir = dir, .nr = nr};
-    if (slot)
-        *slot = io;
-    else
-        pending_io.update(&pid_tgid, &io);
+    thread->io = io;
     return 0;
 }
 
 static __always_inline int io_exit(__s32 nr, __s64 ret) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
-    struct io_args *pending = pending_io.lookup(&pid_tgid);
-    if (!pending || !pending->conn_key)
+    struct thread_state *thread = threads.lookup(&pid_tgid);
+    if (!thread || !thread->io.conn_key)
         return 0;
-    struct io_args io = *pending;
-    pending->conn_key = 0; /* consumed: the entry stays, for the thread's next call */
+    struct io_args io = thread->io;
+    thread->io.conn_key = 0; /* consumed: the entry stays, for the thread's next call */
     if (io.nr >= 0 && nr >= 0 && io.nr != nr)
         return 0; /* left by another call */
     if (ret <= 0)
@@ -712,7 +717,8 @@ static __always_inline int socket_exit(__s64 ret) {
     if (ret < 0)
         return 0;
     __u64 key = conn_key_of(pid_tgid >> 32, ret);
-    socket_types.update(&key, &type);
+    struct socket_facts facts = {.type = type};
+    sockets.update(&key, &facts);
     return 0;
 }
 
@@ -727,7 +733,13 @@ static __always_inline int bind_enter(__u64 fd, const void *uaddr) {
     if (!is_traced(tgid))
         return 0;
     __u64 key = conn_key_of(tgid, fd);
-    bound.update(&key, &ep);
+    struct socket_facts *facts = sockets.lookup(&key);
+    if (facts) {
+        facts->bound = ep;
+    } else {
+        struct socket_facts made = {.bound = ep};
+        sockets.update(&key, &made);
+    }
     return 0;
 }
 
@@ -749,8 +761,8 @@ static __always_inline int connect_enter(__u64 fd, const void *uaddr) {
     if (!is_traced(tgid))
         return 0;
     __u64 key = conn_key_of(tgid, fd);
-    __u32 *type = socket_types.lookup(&key);
-    if (type && *type != SOCK_STREAM_TYPE)
+    struct socket_facts *facts = sockets.lookup(&key);
+    if (facts && facts->type && facts->type != SOCK_STREAM_TYPE)
         return 0; /* UDP "connections" are not request/response streams we pair */
     pending_connect.update(&pid_tgid, &args);
     return 0;
@@ -769,9 +781,9 @@ static __always_inline int connect_exit(__s64 ret) {
     struct conn_state *conn = new_conn(key, ROLE_CLIENT);
     if (conn) {
         conn->ev.peer = args.peer;
-        struct endpoint *local = bound.lookup(&key);
-        if (local)
-            conn->ev.local = *local;
+        struct socket_facts *facts = sockets.lookup(&key);
+        if (facts && facts->bound.family)
+            conn->ev.local = facts->bound;
     }
     return 0;
 }
@@ -853,7 +865,8 @@ static __always_inline int accept_exit(__s32 nr, __s64 ret) {
         return 0;
     conn->ev.peer = peer;
     __u64 listen_key = conn_key_of(tgid, args.listen_fd);
-    struct endpoint *local = bound.lookup(&listen_key);
+    struct socket_facts *listener = sockets.lookup(&listen_key);
+    struct endpoint *local = listener && listener->bound.family ? &listener->bound : NULL;
     if (local)
         conn->ev.local = *local;
     if (!local || !peer.family) {
@@ -878,8 +891,8 @@ static __always_inline int accept_exit(__s32 nr, __s64 ret) {
 static __always_inline int close_enter(__u64 fd) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if (!is_traced(tgid))
-        return 0;
+    /* no is_traced(): both maps hold only traced processes' sockets, so two lookups decide
+     * (the filter and three maps took four, on every close of a file) */
     __u64 key = conn_key_of(tgid, fd);
     struct conn_state *conn = conns.lookup(&key);
     if (conn) {
@@ -892,10 +905,8 @@ static __always_inline int close_enter(__u64 fd) {
     }
     /* looked up first: a delete takes the bucket's lock even for a key that is not there,
      * and most closes are of files (nginx closes the file it sent on every request) */
-    if (bound.lookup(&key))
-        bound.delete(&key);
-    if (socket_types.lookup(&key))
-        socket_types.delete(&key);
+    if (sockets.lookup(&key))
+        sockets.delete(&key);
     return 0;
 }
 
@@ -1015,10 +1026,8 @@ static __always_inline int process_exit(void) {
     __u32 tgid = pid_tgid >> 32;
     /* every thread that ends (the tracepoint fires for each): its per-thread entries go;
      * looked up first, as a delete takes the bucket's lock even for a missing key */
-    if (pending_io.lookup(&pid_tgid))
-        pending_io.delete(&pid_tgid);
-    if (last_read_fd.lookup(&pid_tgid))
-        last_read_fd.delete(&pid_tgid);
+    if (threads.lookup(&pid_tgid))
+        threads.delete(&pid_tgid);
     if ((__u32)pid_tgid != tgid || !is_traced(tgid)) /* every traced process, in trace-all too */
         return 0;
     __u32 zero = 0;
@@ -1110,7 +1119,11 @@ static __always_inline int tls_enter(__u64 session, const void *buf, const void 
     if (dir == DIR_EGRESS)
         call.counted = tls_count_write(tgid, session, buf, length, pid_tgid);
     tls_calls.update(&pid_tgid, &call);
-    tls_active.update(&pid_tgid, &session);
+    struct thread_state *thread = thread_of(pid_tgid);
+    if (thread) {
+        thread->tls_session = session;
+        thread->flags |= THREAD_IN_TLS;
+    }
     return 0;
 }
 
@@ -1123,13 +1136,14 @@ static __always_inline struct conn_state *tls_conn(__u32 tgid, __u64 session, __
     }
     /* No socket call inside any call of this session yet: the stack does its socket I/O
      * outside (memory BIOs). Its ciphertext was read just before on this thread. */
-    __u32 *last = last_read_fd.lookup(&pid_tgid);
-    if (!last)
+    struct thread_state *thread = threads.lookup(&pid_tgid);
+    if (!thread || !(thread->flags & THREAD_READ_ONE))
         return NULL;
-    __u64 conn_key = conn_key_of(tgid, *last);
+    __u32 last = thread->last_read_fd;
+    __u64 conn_key = conn_key_of(tgid, last);
     struct conn_state *conn = conns.lookup(&conn_key);
     if (conn)
-        bind_tls(tgid, session, *last, conn);
+        bind_tls(tgid, session, last, conn);
     return conn;
 }
 
@@ -1140,7 +1154,9 @@ static __always_inline int tls_exit(__s64 ret) {
         return 0;
     struct tls_call call = *pending;
     tls_calls.delete(&pid_tgid);
-    tls_active.delete(&pid_tgid);
+    struct thread_state *thread = threads.lookup(&pid_tgid);
+    if (thread)
+        thread->flags &= ~THREAD_IN_TLS;
     if (call.int_return)
         ret = (__s32)ret;
     __u64 bytes = ret > 0 ? ret : 0;

@@ -187,6 +187,24 @@ struct io_args {
     __s32 nr; /* syscall number the entry saw; -1 when unknown (kprobes) */
 };
 
+/* What the agent keeps per thread that does I/O on a tracked connection (the threads map),
+ * one entry so that a system call finds all of it in one lookup. */
+struct thread_state {
+    struct io_args io;  /* the read or write in flight */
+    __u64 tls_session;  /* the TLS library call the thread is in (SSL*...), if THREAD_IN_TLS */
+    __u32 last_read_fd; /* the socket it read last, if THREAD_READ_ONE */
+    __u32 flags;        /* THREAD_* */
+};
+#define THREAD_IN_TLS 0x1   /* inside a TLS library call: its socket calls move ciphertext */
+#define THREAD_READ_ONE 0x2 /* last_read_fd is set */
+
+/* A socket of a traced process, keyed by (pid, fd): what socket() and bind() said. */
+struct socket_facts {
+    struct endpoint bound; /* the address given to bind(); family 0 when none */
+    __u32 type;            /* SOCK_STREAM, SOCK_DGRAM... from socket(); 0 when unknown */
+    __u32 _pad;
+};
+
 /* An accept between its entry and its exit, keyed by thread (seeded like io_args). */
 struct accept_args {
     __u64 listen_fd;
@@ -201,7 +219,8 @@ enum setting_index {
     SETTING_FLUSH_COUNT = 2, /* entries in the flush queue for the next trigger */
     SETTING_PORT_FILTER = 3, /* 1: the ports map selects processes by TCP port */
     SETTING_AGENT_TGID = 4,  /* the agent's own pid: never traced, the only flush trigger */
-    SETTING_MAX = 5,
+    SETTING_SEEDED_CALLS = 5, /* 1: user space seeded calls blocked at start (see io_enter) */
+    SETTING_MAX = 6,
 };
 
 #endif

@@ -75,6 +75,7 @@ class Setting(enum.IntEnum):
     FLUSH_COUNT = 2
     PORT_FILTER = 3
     AGENT_TGID = 4
+    SEEDED_CALLS = 5
 
 
 class Endpoint(ctypes.Structure):
@@ -149,6 +150,27 @@ class IoArgs(ctypes.Structure):
         ("dir", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8 * 2),
         ("nr", ctypes.c_int32),
+    ]
+
+
+class ThreadState(ctypes.Structure):
+    """struct thread_state: user space writes one to seed a thread blocked in a read."""
+
+    _fields_ = [
+        ("io", IoArgs),
+        ("tls_session", ctypes.c_uint64),
+        ("last_read_fd", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+class SocketFacts(ctypes.Structure):
+    """struct socket_facts: user space writes one for a listener found in /proc."""
+
+    _fields_ = [
+        ("bound", Endpoint),
+        ("type", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
 
 

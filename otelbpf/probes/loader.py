@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,10 +30,11 @@ from otelbpf.abi import (
     Endpoint,
     ExchangeFlag,
     FlushRequest,
-    IoArgs,
     Phase,
     Role,
     Setting,
+    SocketFacts,
+    ThreadState,
     conn_key,
 )
 from otelbpf.errors import SetupError
@@ -169,8 +171,8 @@ class SocketProbes:
         self._settings_map = self.bpf.map("settings", u32, u64)
         self._ports = self.bpf.map("selector_ports", u16, u8)
         self._comms = self.bpf.map("selector_comms", CommKey, u8)
-        self._bound = self.bpf.map("bound", u64, Endpoint)
-        self._pending_io = self.bpf.map("pending_io", u64, IoArgs)
+        self._sockets = self.bpf.map("sockets", u64, SocketFacts)
+        self._threads = self.bpf.map("threads", u64, ThreadState)
         self._pending_accept = self.bpf.map("pending_accept", u64, AcceptArgs)
         self._h2_marks = self.bpf.map("h2_marks", u64, u8)
         self._counters = self.bpf.map("counters", u32, u64)
@@ -309,7 +311,10 @@ class SocketProbes:
     # -------------------------------------------------------------- seeding from /proc
 
     def seed_listener(self, pid: int, fd: int, family: int, raw: bytes, port: int) -> None:
-        self._bound[conn_key(pid, fd)] = _endpoint(family, raw, port)
+        facts = SocketFacts()
+        facts.bound = _endpoint(family, raw, port)
+        facts.type = socket.SOCK_STREAM  # found among /proc's TCP listeners
+        self._sockets[conn_key(pid, fd)] = facts
 
     def seed_connection(
         self,
@@ -346,14 +351,16 @@ class SocketProbes:
         self, pid: int, tid: int, nr: int, fd: int, buf: int, iovcnt: int, kind: int
     ) -> None:
         """A thread already inside a read when the probes attached: its exit still counts."""
-        args = IoArgs()
-        args.conn_key = conn_key(pid, fd)
-        args.buf = buf
-        args.iovcnt = iovcnt
-        args.kind = kind
-        args.dir = 1  # DIR_INGRESS
-        args.nr = nr
-        self._pending_io[conn_key(pid, tid)] = args
+        thread = ThreadState()
+        thread.io.conn_key = conn_key(pid, fd)
+        thread.io.buf = buf
+        thread.io.iovcnt = iovcnt
+        thread.io.kind = kind
+        thread.io.dir = 1  # DIR_INGRESS
+        thread.io.nr = nr
+        # from now on a call on no connection clears its thread's seeded entry (io_enter)
+        self._set(Setting.SEEDED_CALLS, 1)
+        self._threads[conn_key(pid, tid)] = thread
 
     def seed_blocked_accept(self, pid: int, tid: int, nr: int, listen_fd: int, addr: int) -> None:
         args = AcceptArgs()

@@ -113,9 +113,9 @@ def test_exchange_event_matches(compiled: tuple[AbiLayout, object]) -> None:
     assert ctypes.sizeof(c_exchange) == 136 + layout.request_head_size + layout.response_head_size
 
 
-def test_endpoint_matches(compiled: tuple[AbiLayout, object]) -> None:
+def test_socket_facts_match(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
-    _assert_same_layout(_leaf(bpf, "bound"), abi.Endpoint)
+    _assert_same_layout(_leaf(bpf, "sockets"), abi.SocketFacts)
     assert ctypes.sizeof(abi.Endpoint) == 24
 
 
@@ -127,7 +127,8 @@ def test_process_event_matches(compiled: tuple[AbiLayout, object]) -> None:
 
 def test_user_written_args_match(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
-    _assert_same_layout(_leaf(bpf, "pending_io"), abi.IoArgs)
+    _assert_same_layout(_leaf(bpf, "threads"), abi.ThreadState)
+    assert ctypes.sizeof(abi.IoArgs) == 32
     _assert_same_layout(_leaf(bpf, "pending_accept"), abi.AcceptArgs)
     _assert_same_layout(bpf[b"selector_comms"].Key, abi.CommKey)
 
