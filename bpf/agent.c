@@ -275,28 +275,17 @@ static __always_inline void drop_exchange(struct conn_state *conn) {
 }
 
 /* Exchange events go out compact: the fixed fields, then only the captured request and
- * response bytes (typically a few hundred of the 1.5 KiB the buffers hold). */
-struct exchange_buffer {
-    __u8 data[sizeof(struct exchange_event) + HEAD_SLACK];
-};
-BPF_PERCPU_ARRAY(exchange_scratch, struct exchange_buffer, 1);
-
+ * response bytes (typically a few hundred of the 1.5 KiB the buffers hold). The response is
+ * captured right after the request's bytes (append_response), so the event is one run of
+ * conn_state, sent as it lies, with no copy into a scratch buffer first. */
 static __always_inline void emit_exchange(struct conn_state *conn) {
-    __u32 zero = 0;
-    struct exchange_buffer *buffer = exchange_scratch.lookup(&zero);
-    if (!buffer)
-        return;
-    const __u32 header = __builtin_offsetof(struct exchange_event, request);
-    bpf_probe_read_kernel(buffer->data, header, &conn->ev);
-    __u32 request_len = conn->ev.request_len;
-    if (request_len > REQUEST_HEAD_SIZE)
-        request_len = REQUEST_HEAD_SIZE;
-    __u32 response_len = conn->ev.response_len;
-    if (response_len > RESPONSE_HEAD_SIZE)
-        response_len = RESPONSE_HEAD_SIZE;
-    bpf_probe_read_kernel(buffer->data + header, request_len, conn->ev.request);
-    bpf_probe_read_kernel(buffer->data + header + request_len, response_len, conn->ev.response);
-    emit(buffer->data, header + request_len + response_len);
+    const __u64 header = __builtin_offsetof(struct exchange_event, request);
+    __u64 size = header + conn->ev.request_len + conn->ev.response_len;
+    /* a bound the verifier keeps through the helper call */
+    asm volatile("%0 &= 0x7fff" : "+r"(size));
+    if (size > sizeof(conn->ev))
+        size = sizeof(conn->ev);
+    emit(&conn->ev, size);
 }
 
 /* Emit the exchange held in conn and make room for the next one. */
@@ -345,12 +334,34 @@ static __always_inline void bind_tls(__u32 tgid, __u64 session, __u32 fd,
         __copied;                                                                    \
     })
 
+/* Response bytes follow the request's: the request is complete once the response begins (a
+ * request byte after it starts the next exchange), and emit_exchange sends both as one run. */
+static __always_inline void append_response(struct conn_state *conn, const void *src, __u64 n) {
+    __u32 used = conn->ev.response_len;
+    if (used >= RESPONSE_HEAD_SIZE || n == 0)
+        return;
+    __u64 want = n;
+    if (want > RESPONSE_HEAD_SIZE - used)
+        want = RESPONSE_HEAD_SIZE - used;
+    __u64 off = conn->ev.request_len + used;
+    /* bounds the verifier can see: conn_state's slack covers a copy from any offset below
+     * the two heads' sizes */
+    asm volatile("%0 &= 0xffff" : "+r"(off));
+    if (off >= REQUEST_HEAD_SIZE + RESPONSE_HEAD_SIZE)
+        return;
+    want &= (RESPONSE_HEAD_SIZE * 2 - 1);
+    if (want > RESPONSE_HEAD_SIZE)
+        want = RESPONSE_HEAD_SIZE;
+    if (bpf_probe_read_user(&conn->ev.request[off], want, src) == 0)
+        conn->ev.response_len = used + want;
+}
+
 static __always_inline void append_flat(struct conn_state *conn, int to_request,
                                         const void *src, __u64 n) {
     if (to_request)
         APPEND_HEAD(conn->ev.request, conn->ev.request_len, REQUEST_HEAD_SIZE, src, n);
     else
-        APPEND_HEAD(conn->ev.response, conn->ev.response_len, RESPONSE_HEAD_SIZE, src, n);
+        append_response(conn, src, n);
 }
 
 static __always_inline void append_iovec(struct conn_state *conn, int to_request,
