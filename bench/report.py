@@ -118,7 +118,8 @@ def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> s
     lines += [
         f"h2load --h1, 1 thread, 200 req/s per keep-alive connection, "
         f"{settings.nginx_duration_s:g} s per measurement after a {settings.warmup_s:g} s "
-        "warm-up; nginx 1 worker, 116-byte static file, access_log off. "
+        "warm-up; nginx 1 worker, 116-byte static file, access_log off. Without, with, and "
+        'without the agent again: "without" is the mean of the two runs around the agent\'s. '
         "Agent: `otelbpf run --pid <nginx master> --endpoint <receiver> --protocol grpc`, "
         "OTEL_BSP_SCHEDULE_DELAY=200, OTEL_BSP_MAX_QUEUE_SIZE=65536, "
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048, OTEL_METRIC_EXPORT_INTERVAL=1000.",

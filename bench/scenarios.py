@@ -82,6 +82,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def bracketed_base(runs: list[dict]) -> dict:
+    """The runs without the agent (before and after it) as one: the first run's record, with
+    the figures the ratios use averaged; each run is kept under "runs"."""
+    merged = {**runs[0], "load": dict(runs[0]["load"]), "runs": runs}
+    for key in ("achieved_rps", "mean_us", "p50_us", "p99_us", "p999_us"):
+        values = [run["load"][key] for run in runs]
+        merged["load"][key] = None if None in values else statistics.fmean(values)
+    cpu = [run["target_cpu_us_per_req"] for run in runs]
+    merged["target_cpu_us_per_req"] = None if None in cpu else statistics.fmean(cpu)
+    return merged
+
+
 class Bench:
     def __init__(self, settings: Settings, work_dir: Path) -> None:
         self.settings = settings
@@ -191,16 +203,26 @@ class Bench:
         finally:
             server.stop()
 
-    def _nginx_rate(self, server: Nginx, receiver: Receiver, rate: int) -> None:
+    def _nginx_base(self, server: Nginx, receiver: Receiver, rate: int, when: str) -> dict:
         duration = self.settings.nginx_duration_s
-        log.info("nginx at %d req/s for %gs: without the agent", rate, duration)
+        log.info("nginx at %d req/s for %gs: without the agent (%s)", rate, duration, when)
         warm = f"/warm-{rate}.html"
-        self._warm(server.url(warm), rate, receiver, warm, f"nginx-{rate}-base")
+        self._warm(server.url(warm), rate, receiver, warm, f"nginx-{rate}-base-{when}")
         base_path = f"/base-{rate}.html"
         base = self._measure(
-            server.url(base_path), rate, duration, f"nginx-{rate}-base",
+            server.url(base_path), rate, duration, f"nginx-{rate}-base-{when}",
             server.pid, True, None, receiver, base_path,
         )  # fmt: skip
+        receiver.clear()
+        return base
+
+    def _nginx_rate(self, server: Nginx, receiver: Receiver, rate: int) -> None:
+        """Without the agent, with it, and without it again: the two runs without are
+        averaged, so that a drift of this VM's speed along the three runs (it slows by a
+        fifth within minutes at times) weighs the same on both sides of the ratio."""
+        duration = self.settings.nginx_duration_s
+        warm = f"/warm-{rate}.html"
+        before = self._nginx_base(server, receiver, rate, "before")
         log.info("nginx at %d req/s: with the agent", rate)
         agent = self._agent(server.pid, receiver, f"nginx-{rate}")
         try:
@@ -223,6 +245,7 @@ class Bench:
         receiver.clear()
         summary = agent.summary()
         self._record_start(agent, f"nginx {rate}", memory)
+        base = bracketed_base([before, self._nginx_base(server, receiver, rate, "after")])
         row = {
             "rate": rate,
             "base": base,

@@ -81,9 +81,32 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert data["probe_mode"] in ("kprobe", "tracepoint")
     assert data["nginx"][0]["agent"]["load"]["requests"] > 0
     assert data["nginx"][0]["agent_summary"]["spans"] > 0
+    # the baseline was measured before and after the agent's run, and averaged
+    base = data["nginx"][0]["base"]
+    assert len(base["runs"]) == 2
+    assert base["target_cpu_us_per_req"] == pytest.approx(
+        sum(run["target_cpu_us_per_req"] for run in base["runs"]) / 2
+    )
     assert all(start["exit_code"] == 0 for start in data["agent_starts"])
     # two starts compile (the run's first, and the start-up scenario's empty-cache one); every
     # other start loads the compiled programs from the run's cache
     compiled = [start["compile"] for start in data["agent_starts"] if start["compile"]]
     assert len(compiled) == 2 < len(data["agent_starts"])
     assert all(c["compile_s"] > 0 and c["peak_mib"] > 0 for c in compiled)
+
+
+def test_bracketed_base_averages_the_runs_the_ratios_use() -> None:
+    from bench.scenarios import bracketed_base
+
+    def run(cpu: float, mean: float, p99: float | None) -> dict:
+        load = {"achieved_rps": 1000.0, "mean_us": mean, "p50_us": mean, "p99_us": p99}
+        return {"load": {**load, "p999_us": p99, "requests": 7}, "target_cpu_us_per_req": cpu}
+
+    before, after = run(20.0, 800.0, 1200.0), run(24.0, 900.0, None)
+    merged = bracketed_base([before, after])
+    assert merged["target_cpu_us_per_req"] == 22.0
+    assert merged["load"]["mean_us"] == 850.0
+    assert merged["load"]["p99_us"] is None  # a run without the figure: no average
+    assert merged["load"]["requests"] == 7  # counts are the first run's
+    assert merged["runs"] == [before, after]
+    assert before["load"]["mean_us"] == 800.0  # the runs themselves are left as they were

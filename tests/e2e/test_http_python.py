@@ -108,6 +108,25 @@ def test_post_404_500_and_handler_duration(receiver, server, start_agent):
     assert spans["/slow"].duration_ns >= 20 * MS
 
 
+def test_request_head_longer_than_its_buffer(receiver, server, start_agent):
+    """A request head that fills the kernel's request buffer (1 KiB) puts the response head at
+    the far end of the buffers: the status still comes through, and the request line too."""
+    proc, port = server
+    require("curl")
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+
+    padding = "p" * 3000  # the head is over 3 KiB: only its first 1 KiB is captured
+    assert curl("-H", f"X-Padding: {padding}", f"http://127.0.0.1:{port}/status/404").stdout == "404"
+    assert curl(f"http://127.0.0.1:{port}/status/500").stdout == "500"  # a short one after it
+
+    spans = {s.attributes["url.path"]: s for s in wait_server_spans(receiver, proc.pid, 2)}
+    assert sorted(spans) == ["/status/404", "/status/500"]
+    long_head = spans["/status/404"].attributes
+    assert long_head["http.request.method"] == "GET"
+    assert long_head["http.response.status_code"] == 404
+    assert spans["/status/500"].attributes["http.response.status_code"] == 500
+
+
 def test_chunked_and_one_mebibyte_responses(receiver, server, start_agent):
     proc, port = server
     start_agent(["--pid", str(proc.pid)], agent_env(receiver))
