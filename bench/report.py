@@ -331,6 +331,8 @@ def plot(results: Results, path: Path) -> None:
         ax.bar(pxs, agent_cpu, 0.5, bottom=app_cpu, color="#c44e52", label="agent CPU µs/req")
         ax.set_xticks(list(pxs), names)
         ax.set_ylabel("CPU µs per request")
+        # room above the tallest bar for the legend, which sits in the upper left
+        ax.set_ylim(0, max(a + b for a, b in zip(app_cpu, agent_cpu, strict=True)) * 1.3 or 1)
         twin = ax.twinx()
         twin.plot(
             pxs,

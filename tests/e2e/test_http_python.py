@@ -115,9 +115,10 @@ def test_request_head_longer_than_its_buffer(receiver, server, start_agent):
     require("curl")
     start_agent(["--pid", str(proc.pid)], agent_env(receiver))
 
+    base = f"http://127.0.0.1:{port}"
     padding = "p" * 3000  # the head is over 3 KiB: only its first 1 KiB is captured
-    assert curl("-H", f"X-Padding: {padding}", f"http://127.0.0.1:{port}/status/404").stdout == "404"
-    assert curl(f"http://127.0.0.1:{port}/status/500").stdout == "500"  # a short one after it
+    assert curl("-H", f"X-Padding: {padding}", f"{base}/status/404").stdout == "404"
+    assert curl(f"{base}/status/500").stdout == "500"  # a short one after it
 
     spans = {s.attributes["url.path"]: s for s in wait_server_spans(receiver, proc.pid, 2)}
     assert sorted(spans) == ["/status/404", "/status/500"]
