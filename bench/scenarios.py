@@ -83,14 +83,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def bracketed_base(runs: list[dict]) -> dict:
-    """The runs without the agent (before and after it) as one: the first run's record, with
-    the figures the ratios use averaged; each run is kept under "runs"."""
+    """The runs without the agent (before and after it) as one: the figures the report and
+    the ratios use are means of the runs' (percentiles too: the mean of each run's p99); the
+    counts and h2load's min, max and sd are the first run's. Each run is kept under "runs"."""
     merged = {**runs[0], "load": dict(runs[0]["load"]), "runs": runs}
+
+    def mean(values: list[float | None]) -> float | None:
+        return None if None in values else statistics.fmean(values)
+
     for key in ("achieved_rps", "mean_us", "p50_us", "p99_us", "p999_us"):
-        values = [run["load"][key] for run in runs]
-        merged["load"][key] = None if None in values else statistics.fmean(values)
-    cpu = [run["target_cpu_us_per_req"] for run in runs]
-    merged["target_cpu_us_per_req"] = None if None in cpu else statistics.fmean(cpu)
+        merged["load"][key] = mean([run["load"][key] for run in runs])
+    for key in ("target_cpu_s", "target_cpu_us_per_req", "window_s"):
+        merged[key] = mean([run.get(key) for run in runs])
     return merged
 
 

@@ -100,11 +100,14 @@ def test_bracketed_base_averages_the_runs_the_ratios_use() -> None:
 
     def run(cpu: float, mean: float, p99: float | None) -> dict:
         load = {"achieved_rps": 1000.0, "mean_us": mean, "p50_us": mean, "p99_us": p99}
-        return {"load": {**load, "p999_us": p99, "requests": 7}, "target_cpu_us_per_req": cpu}
+        load = {**load, "p999_us": p99, "requests": 7}
+        return {"load": load, "target_cpu_us_per_req": cpu, "target_cpu_s": cpu * 7e-6}
 
     before, after = run(20.0, 800.0, 1200.0), run(24.0, 900.0, None)
     merged = bracketed_base([before, after])
     assert merged["target_cpu_us_per_req"] == 22.0
+    assert merged["target_cpu_s"] == pytest.approx(22.0 * 7e-6)
+    assert merged["window_s"] is None  # not in these runs
     assert merged["load"]["mean_us"] == 850.0
     assert merged["load"]["p99_us"] is None  # a run without the figure: no average
     assert merged["load"]["requests"] == 7  # counts are the first run's

@@ -77,8 +77,10 @@ BPF_PERCPU_ARRAY(process_scratch, struct process_event, 1);
 /* Connections in flight, allocated on use: a host with few connections pays for few. */
 BPF_F_TABLE("hash", __u64, struct conn_state, conns, MAX_CONNS, BPF_F_NO_PREALLOC);
 /* What socket() and bind() said of a traced process's sockets: one map, so that close(), which
- * nginx calls on a file for every request, finds there is nothing to forget in one lookup. */
-BPF_HASH(sockets, __u64, struct socket_facts, 65536);
+ * nginx calls on a file for every request, finds there is nothing to forget in one lookup.
+ * LRU: a process that exits with sockets open never closes them, and its entries must age out
+ * rather than fill the map (a listener whose entry went is read from its socket at accept). */
+BPF_TABLE("lru_hash", __u64, struct socket_facts, sockets, 65536);
 /* Connections whose exchange has its answer: the idle sweep's candidates. A small map, so the
  * sweep never reads the big conn_state values of every connection. */
 BPF_HASH(answered, __u64, __u8, MAX_CONNS);
@@ -136,6 +138,19 @@ struct tls_session_key {
     __u64 session; /* SSL*, gnutls_session_t */
 };
 BPF_HASH(tls_fds, struct tls_session_key, __u32, 65536);
+/* The TLS library call each thread is in (process_exit forgets a thread that ended in one). */
+struct tls_call {
+    __u64 session;
+    const void *buf;
+    const void *length_out; /* SSL_*_ex: where the library writes the byte count */
+    __u64 length;           /* the bytes a write was asked to send */
+    __u64 entered_ns;
+    __u8 dir;
+    __u8 int_return; /* the function returns int: only EAX is meaningful (-1 is 0xffffffff) */
+    __u8 counted;    /* a write counted at entry */
+    __u8 _pad[5];
+};
+BPF_HASH(tls_calls, __u64, struct tls_call, 16384); /* thread -> call in progress */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -657,8 +672,10 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
     if (!conn) {
         /* The agent may have left an entry for a call it found blocked at start-up (see
          * seed_blocked_calls in otelbpf/connections.py) that ended unseen: never let it
-         * stand for this call. Looked for only once there are such entries. */
-        if (setting(SETTING_SEEDED_CALLS)) {
+         * stand for this call. Looked for once there are such entries, and always with
+         * kprobes: a kretprobe can miss its return (too many threads blocked at once), and
+         * without the syscall number (nr -1) the exit cannot tell a stale entry from its own. */
+        if (nr < 0 || setting(SETTING_SEEDED_CALLS)) {
             struct thread_state *seeded = threads.lookup(&pid_tgid);
             if (seeded)
                 seeded->io.conn_key = 0;
@@ -1039,6 +1056,8 @@ static __always_inline int process_exit(void) {
      * looked up first, as a delete takes the bucket's lock even for a missing key */
     if (threads.lookup(&pid_tgid))
         threads.delete(&pid_tgid);
+    if (tls_calls.lookup(&pid_tgid)) /* a thread that ended inside a TLS library call */
+        tls_calls.delete(&pid_tgid);
     if ((__u32)pid_tgid != tgid || !is_traced(tgid)) /* every traced process, in trace-all too */
         return 0;
     __u32 zero = 0;
@@ -1069,18 +1088,6 @@ static __always_inline int process_exit(void) {
  * Reads only uprobe registers and user memory.
  */
 
-struct tls_call {
-    __u64 session;
-    const void *buf;
-    const void *length_out; /* SSL_*_ex: where the library writes the byte count */
-    __u64 length;           /* the bytes a write was asked to send */
-    __u64 entered_ns;
-    __u8 dir;
-    __u8 int_return; /* the function returns int: only EAX is meaningful (-1 is 0xffffffff) */
-    __u8 counted;    /* a write counted at entry */
-    __u8 _pad[5];
-};
-BPF_HASH(tls_calls, __u64, struct tls_call, 16384); /* thread -> call in progress */
 
 /* A non-blocking write that failed (WANT_WRITE) is repeated with the same arguments: it was
  * counted at its first entry, so the repeat must not count it again. */
@@ -1160,14 +1167,15 @@ static __always_inline struct conn_state *tls_conn(__u32 tgid, __u64 session, __
 
 static __always_inline int tls_exit(__s64 ret) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
+    /* out of the library call, whether or not its entry was recorded */
+    struct thread_state *thread = threads.lookup(&pid_tgid);
+    if (thread)
+        thread->flags &= ~THREAD_IN_TLS;
     struct tls_call *pending = tls_calls.lookup(&pid_tgid);
     if (!pending)
         return 0;
     struct tls_call call = *pending;
     tls_calls.delete(&pid_tgid);
-    struct thread_state *thread = threads.lookup(&pid_tgid);
-    if (thread)
-        thread->flags &= ~THREAD_IN_TLS;
     if (call.int_return)
         ret = (__s32)ret;
     __u64 bytes = ret > 0 ? ret : 0;

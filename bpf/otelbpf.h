@@ -102,10 +102,11 @@ struct exchange_event {
     struct endpoint local;
     struct endpoint peer;
     char comm[TASK_COMM_LEN];
-    __u32 request_len;  /* bytes captured in request[] */
-    __u32 response_len; /* bytes captured in response[] */
+    __u32 request_len;  /* bytes of the request's head captured, from request[0] */
+    __u32 response_len; /* bytes of the response's head captured, right after the request's
+                         * (from request[request_len]: an emitted event is one run) */
     __u8 request[REQUEST_HEAD_SIZE];
-    __u8 response[RESPONSE_HEAD_SIZE];
+    __u8 response[RESPONSE_HEAD_SIZE]; /* room: the response's bytes start in request[] */
 };
 
 /* The value of the conns map: the exchange in progress, laid out exactly as it is emitted,

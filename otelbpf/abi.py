@@ -219,9 +219,12 @@ class ExchangeHeader(ctypes.Structure):
     _fields_ = _header_fields()
 
 
+MAX_HEAD_SIZE = 8192  # an event of both heads stays under the size mask in emit_exchange
+
+
 def _check_head_size(name: str, size: int) -> None:
-    if size < 64 or size & (size - 1):
-        raise ValueError(f"{name} must be a power of two of at least 64, not {size}")
+    if size < 64 or size > MAX_HEAD_SIZE or size & (size - 1):
+        raise ValueError(f"{name} must be a power of two from 64 to {MAX_HEAD_SIZE}, not {size}")
 
 
 @dataclass(frozen=True)

@@ -103,13 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--request-head-size",
         type=int,
         default=config.env_int(config.OTELBPF_REQUEST_HEAD_SIZE, 1024),
-        help="request bytes captured per exchange, a power of two (default 1024)",
+        help="request bytes captured per exchange, a power of two, 64 to 8192 (default 1024)",
     )
     kernel.add_argument(
         "--response-head-size",
         type=int,
         default=config.env_int(config.OTELBPF_RESPONSE_HEAD_SIZE, 512),
-        help="response bytes captured per exchange, a power of two (default 512)",
+        help="response bytes captured per exchange, a power of two, 64 to 8192 (default 512)",
     )
     kernel.add_argument(
         "--idle-flush-ms",

@@ -351,7 +351,10 @@ class SocketProbes:
         self, pid: int, tid: int, nr: int, fd: int, buf: int, iovcnt: int, kind: int
     ) -> None:
         """A thread already inside a read when the probes attached: its exit still counts."""
-        thread = ThreadState()
+        key = conn_key(pid, tid)
+        # only the call in flight: what else the thread's entry holds (a TLS call it is in,
+        # the socket it read last) stays
+        thread = self._threads.get(key) or ThreadState()
         thread.io.conn_key = conn_key(pid, fd)
         thread.io.buf = buf
         thread.io.iovcnt = iovcnt
@@ -360,7 +363,7 @@ class SocketProbes:
         thread.io.nr = nr
         # from now on a call on no connection clears its thread's seeded entry (io_enter)
         self._set(Setting.SEEDED_CALLS, 1)
-        self._threads[conn_key(pid, tid)] = thread
+        self._threads[key] = thread
 
     def seed_blocked_accept(self, pid: int, tid: int, nr: int, listen_fd: int, addr: int) -> None:
         args = AcceptArgs()

@@ -26,8 +26,10 @@ from tests.unit.bcc_env import bcc_compiling, skip_reason
 _SKIP = skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
-LAYOUTS = [AbiLayout(), AbiLayout(256, 128)]
-LAYOUT_IDS = ["1024-512", "256-128"]
+# the default, a small one, and a response head larger than the request's (it is captured
+# right after the request's bytes: the bounds the verifier checks differ)
+LAYOUTS = [AbiLayout(), AbiLayout(256, 128), AbiLayout(128, 8192)]
+LAYOUT_IDS = ["1024-512", "256-128", "128-8192"]
 
 
 def _compile(layout: AbiLayout) -> object:

@@ -21,3 +21,20 @@ def test_niceness_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(config.OTELBPF_NICE, "-5")
     assert run_args().nice == -5
     assert run_args("--nice", "3").nice == 3  # the command line wins
+
+
+@pytest.mark.parametrize("size", [32, 96, 16384])
+def test_head_sizes_out_of_range_are_refused_with_the_range(
+    size: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Powers of two from 64 to 8192: an event of both heads must stay under the size mask the
+    kernel's exchange program applies, or the largest exchanges would be cut and dropped."""
+    assert cli.main(["run", "--request-head-size", str(size)]) == 2
+    assert f"must be a power of two from 64 to 8192, not {size}" in capsys.readouterr().err
+
+
+def test_the_largest_head_sizes_are_accepted() -> None:
+    from otelbpf.abi import MAX_HEAD_SIZE, AbiLayout
+
+    layout = AbiLayout(MAX_HEAD_SIZE, MAX_HEAD_SIZE)
+    assert layout.request_head_size == layout.response_head_size == 8192
