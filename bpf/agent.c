@@ -665,9 +665,14 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
                                     __u8 kind, __u8 dir) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
+    /* With kprobes a call on no connection must look at its thread's entry (below): the
+     * filter first, so that untraced processes still pay one lookup. */
+    if (nr < 0 && !is_traced(tgid))
+        return 0;
     __u64 key = conn_key_of(tgid, fd);
-    /* The connection first, and no is_traced(): only traced processes have connections, so
-     * one lookup sends every other call away, and a traced call saves the filter's. */
+    /* Otherwise the connection first, and no is_traced(): only traced processes have
+     * connections, so one lookup sends every other call away, and a traced call saves the
+     * filter's. */
     struct conn_state *conn = conns.lookup(&key);
     if (!conn) {
         /* The agent may have left an entry for a call it found blocked at start-up (see
@@ -1087,7 +1092,6 @@ static __always_inline int process_exit(void) {
  * through the last socket the thread read. Go's fd is read from the tls.Conn itself.
  * Reads only uprobe registers and user memory.
  */
-
 
 /* A non-blocking write that failed (WANT_WRITE) is repeated with the same arguments: it was
  * counted at its first entry, so the repeat must not count it again. */
