@@ -167,8 +167,10 @@ struct address_request {
 /* An entry user space puts in the flush queue before it pulls the flush trigger. */
 struct flush_request {
     __u64 conn_key; /* (pid << 32) | fd */
-    __u64 force;    /* 1: flush whatever is pending (process gone, shutdown); 0: only if idle */
+    __u32 force;    /* 1: flush whatever is pending (process gone, shutdown); 0: only if idle */
+    __u32 slot;     /* the answered slot that named it, or FLUSH_NO_SLOT */
 };
+#define FLUSH_NO_SLOT 0xffffffff
 
 /* Key of selector_comms: an --exe name the kernel matches at exec (user space fills it). */
 struct comm_key {

@@ -21,6 +21,7 @@ AGENT_SOURCE = BPF_DIR / "agent.c"  # includes sockets.c and tls.c
 TASK_COMM_LEN = 16
 EXEC_FILENAME_SIZE = 256
 FLUSH_QUEUE_SIZE = 64
+FLUSH_NO_SLOT = 0xFFFFFFFF  # a flush request not named by an answered slot
 
 
 class EventType(enum.IntEnum):
@@ -134,7 +135,11 @@ class AddressRequest(ctypes.Structure):
 
 
 class FlushRequest(ctypes.Structure):
-    _fields_ = [("conn_key", ctypes.c_uint64), ("force", ctypes.c_uint64)]
+    _fields_ = [
+        ("conn_key", ctypes.c_uint64),
+        ("force", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
+    ]
 
 
 class CommKey(ctypes.Structure):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from otelbpf import preflight
-from otelbpf.abi import AbiLayout, EventType, ExchangeFlag, Role
+from otelbpf.abi import FLUSH_NO_SLOT, AbiLayout, EventType, ExchangeFlag, Role
 from otelbpf.clock import MonotonicToWall
 from otelbpf.config import DEFAULT_NICE
 from otelbpf.connections import AddressBook, ExistingConnections, OwnTraffic
@@ -379,13 +379,15 @@ class Agent:
     def _sweep(self, force_all: bool) -> None:
         """Flush idle exchanges, and everything of processes that are gone, in the kernel.
 
-        Candidates come from the kernel's small `answered` map; the kernel itself checks which
-        are idle. Connections of processes that exited (the kernel closes their sockets
-        without a close() call) are looked for only after exits, or every GONE_SCAN_S.
+        Candidates come from the kernel's answered marks; the kernel itself checks which are
+        idle. Every GONE_SCAN_S, and after exits, every connection is looked at: those of
+        processes that exited (the kernel closes their sockets without a close() call) are
+        flushed and forgotten, the others checked for idleness too, which catches an answered
+        exchange whose mark a later connection took (two connections in one slot).
         """
         probes = self.probes
         self._own.recheck()
-        requests = [(key, False) for key in probes.answered_keys()]
+        requests = [(key, False, slot) for key, slot in probes.answered_marks()]
         gone_keys: list[int] = []
         now = time.monotonic()
         if force_all or self._exited or now >= self._next_gone_scan:
@@ -397,7 +399,9 @@ class Agent:
                     alive[pid] = pid not in self._exited and os.path.exists(f"/proc/{pid}")
                 if not alive[pid]:
                     gone_keys.append(key)
-                    requests.append((key, True))
+                    requests.append((key, True, FLUSH_NO_SLOT))
+                else:
+                    requests.append((key, False, FLUSH_NO_SLOT))
             for pid, is_alive in alive.items():
                 if not is_alive:
                     probes.forget_pid(pid)

@@ -39,6 +39,7 @@ from otelbpf.abi import (
 )
 from otelbpf.errors import SetupError
 from otelbpf.probes import compiled, kernel_layout
+from otelbpf.probes.answered import AnsweredMarks
 from otelbpf.probes.bpf_calls import RingBuffer
 from otelbpf.probes.features import ProbeMode
 from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject, syscall_function
@@ -91,6 +92,13 @@ class ProbeSettings:
         return max(16, min(1024, per_cpu))
 
     @property
+    def answered_slots(self) -> int:
+        """Slots of the answered marks (see answered in agent.c): a power of two, twice the
+        connections, so two live connections share one only when their ids are that far
+        apart."""
+        return 1 << (2 * self.max_connections - 1).bit_length()
+
+    @property
     def ringbuf_pages(self) -> int:
         pages = max(1, self.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE"))
         return 1 << (pages.bit_length() - 1)  # a power of two, as the ring buffer requires
@@ -100,6 +108,7 @@ class ProbeSettings:
         return [
             f"-I{BPF_DIR}",
             f"-DMAX_CONNS={self.max_connections}",
+            f"-DANSWERED_SLOTS={self.answered_slots}",
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             f"-DWAKEUP_BATCH={self.wakeup_batch}",
             "-Wno-unused-function",
@@ -176,7 +185,7 @@ class SocketProbes:
         self._pending_accept = self.bpf.map("pending_accept", u64, AcceptArgs)
         self._h2_marks = self.bpf.map("h2_marks", u64, u8)
         self._counters = self.bpf.map("counters", u32, u64)
-        self._answered = self.bpf.map("answered", u64, u8)
+        self._answered = AnsweredMarks(self.bpf.map_fds["answered"], settings.answered_slots)
         self._flush_queue = self.bpf.map("flush_queue", u32, FlushRequest)
         self._ring: MappedRingBuffer | RingBuffer | None = None
         self.tls = TlsHooks(self.bpf)
@@ -262,6 +271,7 @@ class SocketProbes:
         2.3 s for all 32. Detaching them from parallel threads saved only 0.5 s (the kernel
         serialises them), so it stays simple.
         """
+        self._answered.close()
         self.bpf.close()
         self.attached.clear()
 
@@ -384,22 +394,24 @@ class SocketProbes:
             totals[Counter(index)] = sum(self._counters[index])
         return totals
 
-    def answered_keys(self) -> list[int]:
-        """Connections whose exchange has its answer (the idle sweep's candidates)."""
-        return [key.value for key in self._answered.keys()]  # noqa: SIM118 (a map, not a dict)
+    def answered_marks(self) -> list[tuple[int, int]]:
+        """(key, slot) of connections whose exchange has its answer: the idle sweep's
+        candidates."""
+        return self._answered.marked()
 
     def connection_keys(self) -> list[int]:
         """Every tracked connection's key, without reading the (big) values: a batch read
         would allocate max_entries values (16384 x 2.8 KiB) on every call."""
         return [key.value for key in self._conns.keys()]  # noqa: SIM118 (a map, not a dict)
 
-    def flush(self, requests: list[tuple[int, bool]]) -> None:
-        """Ask the kernel to emit these connections' exchanges; it checks idleness itself."""
+    def flush(self, requests: list[tuple[int, bool, int]]) -> None:
+        """Ask the kernel to emit these connections' exchanges, each (key, force, the answered
+        slot that named it or FLUSH_NO_SLOT); it checks idleness itself."""
         queue = self._flush_queue
         for start in range(0, len(requests), FLUSH_QUEUE_SIZE):
             batch = requests[start : start + FLUSH_QUEUE_SIZE]
-            for index, (key, force) in enumerate(batch):
-                queue[index] = FlushRequest(key, int(force))
+            for index, (key, force, slot) in enumerate(batch):
+                queue[index] = FlushRequest(key, int(force), slot)
             self._set(Setting.FLUSH_COUNT, len(batch))
             os.getppid()  # the trigger: sys_enter_getppid runs flush_trigger() for our pid
         self._set(Setting.FLUSH_COUNT, 0)

@@ -3,6 +3,7 @@ exported to a real OTLP receiver."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -192,6 +193,45 @@ def test_idle_sweep_emits_the_last_exchange_of_an_open_connection(receiver, serv
     finally:
         client.stop()
     assert sorted(s.attributes["url.path"] for s in spans) == [f"/idle/{n}" for n in (1, 2, 3, 4)]
+
+
+def test_idle_exchange_whose_answered_slot_a_later_connection_took(receiver, server, start_agent):
+    """The kernel marks answered exchanges in slot conn_id % slots (twice --max-connections:
+    32 here). Connection 0 is answered and left open; 31 short connections follow; connection
+    32 takes its slot. The sweep's look at every connection still emits connection 0's last
+    exchange while it stays open."""
+    proc, port = server
+    start_agent(
+        ["--pid", str(proc.pid), "--max-connections", "16", "--idle-flush-ms", "1000"],
+        agent_env(receiver),
+    )
+    first = Background(
+        [PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)]
+    )
+    last = None
+    try:
+        assert first.process.stdout.readline().strip() == "connected"
+        assert first.send("/slot/first") == "done 200"
+        for n in range(31):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", f"/slot/short/{n}")
+            assert connection.getresponse().read() is not None
+            connection.close()
+        last = Background(
+            [PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)]
+        )
+        assert last.process.stdout.readline().strip() == "connected"
+        assert last.send("/slot/last") == "done 200"
+        spans = wait_server_spans(receiver, proc.pid, 33, timeout=30)
+        assert first.process.poll() is None and last.process.poll() is None
+    finally:
+        first.stop()
+        if last is not None:
+            last.stop()
+    paths = sorted(s.attributes["url.path"] for s in spans)
+    assert paths == sorted(["/slot/first", "/slot/last", *(f"/slot/short/{n}" for n in range(31))])
+    stats = receiver.wait_for_spans(lambda s: False, timeout=0.5)
+    assert len(server_spans(stats, proc.pid)) == 33  # each once
 
 
 def test_requests_read_with_recvmsg_and_answered_with_sendmsg(receiver, start_agent):
