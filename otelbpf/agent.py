@@ -73,7 +73,7 @@ class AgentConfig:
     nice: int | None = DEFAULT_NICE  # None: left as inherited
 
 
-def probe_settings(config: AgentConfig) -> ProbeSettings:
+def probe_settings(config: AgentConfig, io_args_at_exit: bool = False) -> ProbeSettings:
     """What the BPF programs are compiled and loaded with, for this configuration."""
     from otelbpf.probes.loader import ProbeSettings  # after the preflight: it needs bcc's paths
 
@@ -82,6 +82,7 @@ def probe_settings(config: AgentConfig) -> ProbeSettings:
         max_connections=config.max_connections,
         ringbuf_bytes=config.ringbuf_bytes,
         idle_flush_ns=config.idle_flush_ms * 1_000_000,
+        io_args_at_exit=io_args_at_exit,
     )
 
 
@@ -121,7 +122,7 @@ class Agent:
         started = time.monotonic()
         preflight.run_all()
         # the probes need the preflight's tracefs and headers: imported here, after it
-        from otelbpf.probes.features import choose_probe_mode
+        from otelbpf.probes.features import choose_probe_mode, io_args_at_exit
         from otelbpf.probes.loader import SocketProbes
 
         config = self.config
@@ -129,8 +130,10 @@ class Agent:
         initial_pids = selector.initial_pids()  # a bad --pid fails before anything is loaded
         choice = choose_probe_mode(config.probe_mode)
         log.info("probe mode: %s (%s)", choice.mode.value, choice.reason)
+        io_args = io_args_at_exit(choice.mode)
+        log.info("read and write arguments: %s", io_args.reason)
 
-        settings = probe_settings(config)
+        settings = probe_settings(config, io_args.at_exit)
         layout = settings.layout
         self.telemetry = self._build_telemetry()
         self.probes = probes = SocketProbes(settings, choice.mode)

@@ -212,7 +212,7 @@ def _check(parser: argparse.ArgumentParser) -> int:
     from otelbpf import preflight
     from otelbpf.agent import probe_settings
     from otelbpf.probes import kernel_layout
-    from otelbpf.probes.features import choose_probe_mode, kprobes_available
+    from otelbpf.probes.features import choose_probe_mode, io_args_at_exit, kprobes_available
 
     headers = preflight.run_all()  # privileges, tracefs, headers and bcc, in that order
     print(f"tracefs: {preflight.ensure_tracefs()}")
@@ -222,12 +222,14 @@ def _check(parser: argparse.ArgumentParser) -> int:
     print(f"kprobes: {'available' if kprobes_available() else 'not available'}")
     choice = choose_probe_mode(None)
     print(f"probe mode: {choice.mode.value} ({choice.reason})")
+    io_args = io_args_at_exit(choice.mode)
+    print(f"read and write arguments: {io_args.reason}")
     from otelbpf.probes.loader import verify_programs  # after the preflight: bcc's paths
 
     # the programs `otelbpf run` would load with its defaults (and this environment's
     # variables): compiled, or taken from the cache, and every one through the verifier.
     # The compile is cached, so the first `run` after a check starts without compiling.
-    settings = probe_settings(_agent_config(parser.parse_args(["run"])))
+    settings = probe_settings(_agent_config(parser.parse_args(["run"])), io_args.at_exit)
     verified = verify_programs(settings, choice.mode)
     source = "from the cache" if verified.from_cache else f"compiled in {verified.compile_s:.1f}s"
     print(

@@ -21,6 +21,7 @@ OTELBPF_NO_TLS = "OTELBPF_NO_TLS"
 OTELBPF_STATUS_DIR = "OTELBPF_STATUS_DIR"
 OTELBPF_NICE = "OTELBPF_NICE"
 OTELBPF_CACHE_DIR = "OTELBPF_CACHE_DIR"  # where compiled BPF programs are kept
+OTELBPF_IO_ARGS = "OTELBPF_IO_ARGS"  # "entry": read/write arguments from entry hooks
 DEFAULT_STATUS_DIR = "/run/otelbpf"
 # Niceness 10: a CFS weight of 110 against a service's 1024, so a service that wakes up
 # preempts the agent instead of queueing behind an export batch (bench/: nginx latency).

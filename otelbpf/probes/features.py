@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import enum
 import os
+import platform
+import struct
 from dataclasses import dataclass
 
+from otelbpf.config import OTELBPF_IO_ARGS
 from otelbpf.errors import SetupError
 
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
@@ -67,3 +70,44 @@ def choose_probe_mode(forced: str | None = None) -> ProbeChoice:
         "this kernel has neither kprobes nor syscall tracepoints to hook socket calls with",
         "use a kernel built with CONFIG_KPROBES or CONFIG_FTRACE_SYSCALLS",
     )
+
+
+# A tracepoint program that asks for the current task's user registers: the kernel accepts it
+# where it has BTF and bpf_task_pt_regs (5.15 and later).
+_TASK_PT_REGS_PROBE = b"".join(
+    struct.pack("<BBhi", code, regs, 0, imm)
+    for code, regs, imm in (
+        (0x85, 0x00, 158),  # call bpf_get_current_task_btf
+        (0xBF, 0x01, 0),  # r1 = r0
+        (0x85, 0x00, 175),  # call bpf_task_pt_regs
+        (0xB7, 0x00, 0),  # r0 = 0
+        (0x95, 0x00, 0),  # exit
+    )
+)
+IO_ARGS_ENV = OTELBPF_IO_ARGS
+
+
+@dataclass(frozen=True)
+class IoArgsChoice:
+    at_exit: bool
+    reason: str
+
+
+def io_args_at_exit(mode: ProbeMode) -> IoArgsChoice:
+    """Whether read/write exits read their arguments from the task's saved user registers, so
+    that those calls need no entry hook (one hook and two map lookups fewer per call). Only
+    with tracepoints: a kretprobe's registers are the kernel function's."""
+    if mode is not ProbeMode.TRACEPOINT:
+        return IoArgsChoice(False, "kprobes: arguments kept from the entry hooks")
+    if platform.machine() != "x86_64":  # the registers' offsets in agent.c are x86-64's
+        return IoArgsChoice(False, "not x86-64: arguments kept from the entry hooks")
+    if os.environ.get(IO_ARGS_ENV) == "entry":
+        return IoArgsChoice(False, f"arguments kept from the entry hooks ({IO_ARGS_ENV}=entry)")
+    from otelbpf.probes import bpf_calls
+
+    try:
+        fd = bpf_calls.load_program(5, "otelbpf_regs", _TASK_PT_REGS_PROBE, "GPL", 0)
+    except OSError:
+        return IoArgsChoice(False, "no bpf_task_pt_regs (BTF, 5.15): arguments kept from entries")
+    os.close(fd)
+    return IoArgsChoice(True, "arguments read from the user registers at the exit")

@@ -82,6 +82,7 @@ class ProbeSettings:
     max_connections: int = 16384
     ringbuf_bytes: int = 8 << 20
     idle_flush_ns: int = 500_000_000
+    io_args_at_exit: bool = False  # see features.io_args_at_exit
 
     @property
     def wakeup_batch(self) -> int:
@@ -112,6 +113,7 @@ class ProbeSettings:
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             f"-DWAKEUP_BATCH={self.wakeup_batch}",
             "-Wno-unused-function",
+            *(["-DIO_ARGS_AT_EXIT"] if self.io_args_at_exit else []),
             *self.layout.cflags,
             *kernel_layout.cflags(),
         ]
@@ -197,6 +199,8 @@ class SocketProbes:
     def _syscall_programs(self, entry: str, exit_: str | None) -> tuple[str, str | None]:
         """The programs this probe mode hooks a syscall's entry and exit with."""
         if self.mode is ProbeMode.TRACEPOINT:
+            if exit_ == "io" and self.settings.io_args_at_exit:
+                return None, "tp_exit_io"  # the exit reads the arguments itself
             return f"tp_enter_{entry}", f"tp_exit_{exit_}" if exit_ else None
         return f"syscall__{entry}", f"kret_{exit_}" if exit_ else None
 
@@ -225,7 +229,8 @@ class SocketProbes:
         for syscall, hooks in SYSCALL_PROGRAMS.items():
             on_entry, on_exit = self._syscall_programs(*hooks)
             if self.mode is ProbeMode.TRACEPOINT:
-                self._attach_tracepoint(f"syscalls:sys_enter_{syscall}", on_entry)
+                if on_entry:
+                    self._attach_tracepoint(f"syscalls:sys_enter_{syscall}", on_entry)
                 if on_exit:
                     self._attach_tracepoint(f"syscalls:sys_exit_{syscall}", on_exit)
             else:
@@ -361,6 +366,8 @@ class SocketProbes:
         self, pid: int, tid: int, nr: int, fd: int, buf: int, iovcnt: int, kind: int
     ) -> None:
         """A thread already inside a read when the probes attached: its exit still counts."""
+        if self.settings.io_args_at_exit:
+            return  # the exit reads the call's arguments itself
         key = conn_key(pid, tid)
         # only the call in flight: what else the thread's entry holds (a TLS call it is in,
         # the socket it read last) stays

@@ -150,15 +150,24 @@ def test_chunked_and_one_mebibyte_responses(receiver, server, start_agent):
     assert big.duration_ns >= 300 * MS
 
 
-def test_connection_opened_before_the_agent(receiver, server, start_agent):
+@pytest.mark.parametrize("io_args", ["exit", "entry"])
+def test_connection_opened_before_the_agent(receiver, server, start_agent, io_args):
+    """The server thread is blocked in its read when the probes attach. Both ways of getting
+    a read's arguments: from the registers at its exit (this kernel's default), and from the
+    entry hook, with the blocked call seeded from /proc (kernels without bpf_task_pt_regs)."""
     proc, port = server
+    env = agent_env(receiver)
+    if io_args == "entry":
+        env["OTELBPF_IO_ARGS"] = "entry"
     client = Background(
         [PYTHON, str(APPS / "http_client.py"), "interactive", "127.0.0.1", str(port)]
     )
     try:
         assert client.process.stdout.readline().strip() == "connected"
         assert client.send("/before") == "done 200"
-        start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+        agent = start_agent(["--pid", str(proc.pid)], env)
+        expected = "kept from the entry hooks" if io_args == "entry" else "read from the user"
+        assert f"read and write arguments: arguments {expected}" in agent.stderr
         assert client.send("/after/1") == "done 200"
         assert client.send("/after/2") == "done 200"
         spans = wait_server_spans(receiver, proc.pid, 2)

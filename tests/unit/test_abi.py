@@ -27,24 +27,32 @@ _SKIP = skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 # the default, a small one, and a response head larger than the request's (it is captured
-# right after the request's bytes: the bounds the verifier checks differ)
-LAYOUTS = [AbiLayout(), AbiLayout(256, 128), AbiLayout(128, 8192)]
-LAYOUT_IDS = ["1024-512", "256-128", "128-8192"]
+# right after the request's bytes: the bounds the verifier checks differ); each with the read
+# and write arguments read at the exit (this kernel), and the default also with entry hooks
+# (kernels without bpf_task_pt_regs)
+BUILDS = [
+    (AbiLayout(), True),
+    (AbiLayout(), False),
+    (AbiLayout(256, 128), True),
+    (AbiLayout(128, 8192), True),
+]
+BUILD_IDS = ["1024-512", "1024-512-entry-hooks", "256-128", "128-8192"]
 
 
-def _compile(layout: AbiLayout) -> object:
+def _compile(layout: AbiLayout, io_args_at_exit: bool = True) -> object:
     """What the compile's child process does, after the agent's preflight."""
     from otelbpf.probes.compiled import compile_with_bcc
     from otelbpf.probes.loader import ProbeSettings
 
+    settings = ProbeSettings(layout=layout, io_args_at_exit=io_args_at_exit)
     with bcc_compiling():
-        return compile_with_bcc(ProbeSettings(layout=layout).cflags)
+        return compile_with_bcc(settings.cflags)
 
 
-@pytest.fixture(scope="module", params=LAYOUTS, ids=LAYOUT_IDS)
+@pytest.fixture(scope="module", params=BUILDS, ids=BUILD_IDS)
 def compiled(request: pytest.FixtureRequest) -> Iterator[tuple[AbiLayout, object]]:
-    layout = request.param
-    bpf = _compile(layout)
+    layout, io_args_at_exit = request.param
+    bpf = _compile(layout, io_args_at_exit)
     try:
         yield layout, bpf
     finally:
@@ -162,7 +170,7 @@ def _source_program_names() -> list[str]:
     names = [f"tp_enter_{n}" for n in re.findall(r"^SYS_ENTER\((\w+)\)", source, re.M)]
     names += [f"tp_exit_{n}" for n in re.findall(r"^SYS_EXIT\((\w+)\)", source, re.M)]
     names += re.findall(r"^int (\w+)\(", source, re.M)
-    return sorted(names)
+    return sorted(set(names))  # a program defined in both branches of an #ifdef counts once
 
 
 def _is_kprobe_program(name: str) -> bool:
