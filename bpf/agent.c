@@ -759,30 +759,15 @@ static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret) {
     if (ret <= 0)
         return 0;
     __u8 kind, dir;
+    /* one line a syscall group, as the entry points below are written */
     switch (nr) {
-    case __NR_read:
-    case __NR_recvfrom:
-        kind = IO_FLAT, dir = DIR_INGRESS;
-        break;
-    case __NR_readv:
-        kind = IO_IOVEC, dir = DIR_INGRESS;
-        break;
-    case __NR_recvmsg:
-        kind = IO_MSG, dir = DIR_INGRESS;
-        break;
-    case __NR_write:
-    case __NR_sendto:
-        kind = IO_FLAT, dir = DIR_EGRESS;
-        break;
-    case __NR_writev:
-        kind = IO_IOVEC, dir = DIR_EGRESS;
-        break;
-    case __NR_sendmsg:
-        kind = IO_MSG, dir = DIR_EGRESS;
-        break;
-    case __NR_sendfile:
-        kind = IO_SIZE_ONLY, dir = DIR_EGRESS;
-        break;
+    case __NR_read: case __NR_recvfrom: kind = IO_FLAT, dir = DIR_INGRESS; break;
+    case __NR_readv: kind = IO_IOVEC, dir = DIR_INGRESS; break;
+    case __NR_recvmsg: kind = IO_MSG, dir = DIR_INGRESS; break;
+    case __NR_write: case __NR_sendto: kind = IO_FLAT, dir = DIR_EGRESS; break;
+    case __NR_writev: kind = IO_IOVEC, dir = DIR_EGRESS; break;
+    case __NR_sendmsg: kind = IO_MSG, dir = DIR_EGRESS; break;
+    case __NR_sendfile: kind = IO_SIZE_ONLY, dir = DIR_EGRESS; break;
     default:
         return 0;
     }
