@@ -196,8 +196,8 @@ class SocketProbes:
 
     # -------------------------------------------------------------- attach / detach
 
-    def _syscall_programs(self, entry: str, exit_: str | None) -> tuple[str, str | None]:
-        """The programs this probe mode hooks a syscall's entry and exit with."""
+    def _syscall_programs(self, entry: str, exit_: str | None) -> tuple[str | None, str | None]:
+        """The programs this probe mode hooks a syscall's entry and exit with (None: no hook)."""
         if self.mode is ProbeMode.TRACEPOINT:
             if exit_ == "io" and self.settings.io_args_at_exit:
                 return None, "tp_exit_io"  # the exit reads the arguments itself
