@@ -677,6 +677,24 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
 
 /* ---------------------------------------------------------------- syscall handlers */
 
+/* A socket call on a tracked connection, as its thread's TLS state sees it: the socket it
+ * read last is noted (for TLS stacks whose I/O is outside their calls, see tls_conn), and a
+ * call inside a TLS library call binds the session to the socket. Returns 1 when the call
+ * moves ciphertext, which the library hook sees as plaintext. */
+static __always_inline int socket_call_is_ciphertext(struct thread_state *thread,
+                                                     struct conn_state *conn, __u32 tgid,
+                                                     __u32 fd, __u8 dir) {
+    if (dir == DIR_INGRESS) {
+        thread->last_read_fd = fd;
+        thread->flags |= THREAD_READ_ONE;
+    }
+    if (!(thread->flags & THREAD_IN_TLS) && !conn->tls)
+        return 0;
+    if (thread->flags & THREAD_IN_TLS)
+        bind_tls(tgid, thread->tls_session, fd, conn);
+    return 1;
+}
+
 static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 iovcnt,
                                     __u8 kind, __u8 dir) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -711,17 +729,8 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
     struct thread_state *thread = thread_of(pid_tgid);
     if (!thread)
         return 0;
-    __u32 fd32 = fd;
-    if (dir == DIR_INGRESS) {
-        /* for TLS stacks whose I/O is outside their calls (see tls_conn) */
-        thread->last_read_fd = fd32;
-        thread->flags |= THREAD_READ_ONE;
-    }
-    if ((thread->flags & THREAD_IN_TLS) || conn->tls) {
-        /* ciphertext: the library hook sees the plaintext */
+    if (socket_call_is_ciphertext(thread, conn, tgid, fd, dir)) {
         thread->io.conn_key = 0;
-        if (thread->flags & THREAD_IN_TLS) /* a socket call inside a TLS library call */
-            bind_tls(tgid, thread->tls_session, fd32, conn);
         return 0;
     }
     struct io_args io = {
@@ -787,16 +796,8 @@ static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret) {
     struct thread_state *thread = thread_of(pid_tgid);
     if (!thread)
         return 0;
-    __u32 fd32 = fd;
-    if (dir == DIR_INGRESS) {
-        thread->last_read_fd = fd32; /* for TLS stacks whose I/O is outside their calls */
-        thread->flags |= THREAD_READ_ONE;
-    }
-    if ((thread->flags & THREAD_IN_TLS) || conn->tls) {
-        if (thread->flags & THREAD_IN_TLS) /* a socket call inside a TLS library call */
-            bind_tls(tgid, thread->tls_session, fd32, conn);
-        return 0; /* ciphertext: the library hook sees the plaintext */
-    }
+    if (socket_call_is_ciphertext(thread, conn, tgid, fd, dir))
+        return 0;
     struct io_args io = {
         .conn_key = key, .buf = (void *)buf, .iovcnt = count, .kind = kind, .dir = dir, .nr = nr};
     thread->io = io;
