@@ -63,7 +63,6 @@ struct sys_exit_ctx {
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
-BPF_HASH(allowed_pids, __u32, __u8, 65536);       /* tgid -> 1: processes being traced */
 BPF_HASH(selector_ports, __u16, __u8, 256);       /* TCP port -> 1: --port selectors */
 BPF_HASH(selector_comms, struct comm_key, __u8, 256); /* --exe NAME without wildcards */
 BPF_ARRAY(settings, __u64, SETTING_MAX);
@@ -73,6 +72,19 @@ BPF_PERCPU_ARRAY(wakeup_clock, __u64, 1);         /* this CPU's events since it 
 BPF_ARRAY(zero_conn, struct conn_state, 1);       /* all zeroes: template for new entries */
 BPF_ARRAY(flush_queue, struct flush_request, FLUSH_QUEUE_SIZE);
 BPF_PERCPU_ARRAY(process_scratch, struct process_event, 1);
+
+/* The processes being traced: byte tgid is 1 for each (eight bytes to a value: an array's
+ * values are 8-byte aligned). A byte for every possible pid, 4 MiB, makes the filter one load
+ * the JIT inlines, with no hash and no collision: a process outside the selection leaves every
+ * probe after it. Each read and write of such a process used to pay a hash lookup (about 300 ns
+ * with cold caches): with nginx at 4k req/s untraced, the BPF time of every process's calls
+ * went from 2.03 to 0.92 us a request (bpf_stats, medians of 6). User space writes bytes
+ * through mmap; a byte store from either side leaves its neighbours
+ * alone, so there is no read-modify-write to race. */
+#ifndef BPF_F_MMAPABLE
+#define BPF_F_MMAPABLE (1U << 10)
+#endif
+BPF_F_TABLE("array", __u32, __u64, traced_pids, PID_LIMIT / 8, BPF_F_MMAPABLE);
 
 /* Connections in flight, allocated on use: a host with few connections pays for few. */
 BPF_F_TABLE("hash", __u64, struct conn_state, conns, MAX_CONNS, BPF_F_NO_PREALLOC);
@@ -88,9 +100,6 @@ BPF_TABLE("lru_hash", __u64, struct socket_facts, sockets, 65536);
  * its 25 (bpf_stats, this VM). User space reads it through mmap. Two live connections whose
  * ids are ANSWERED_SLOTS apart share a slot: the later mark wins, and the other's exchange
  * waits for its next request, its close, or the agent's periodic check of every connection. */
-#ifndef BPF_F_MMAPABLE
-#define BPF_F_MMAPABLE (1U << 10)
-#endif
 BPF_F_TABLE("array", __u32, __u64, answered, ANSWERED_SLOTS, BPF_F_MMAPABLE);
 
 /* What an in-flight syscall needs at its exit, keyed by thread. */
@@ -182,19 +191,26 @@ static __always_inline __u32 agent_tgid(void) {
     return (__u32)setting(SETTING_AGENT_TGID);
 }
 
-/* The filter every program checks first: untraced processes leave after one lookup. */
+/* The process's byte in traced_pids. */
+static __always_inline __u8 *traced_byte(__u32 tgid) {
+    __u32 index = (tgid & (PID_LIMIT - 1)) >> 3;
+    __u8 *bytes = (__u8 *)traced_pids.lookup(&index);
+    return bytes ? bytes + (tgid & 7) : NULL;
+}
+
+/* The filter every program checks first: a process outside the selection leaves after one
+ * load. Neither allow() nor user space marks the agent itself. */
 static __always_inline int is_traced(__u32 tgid) {
-    if (tgid == agent_tgid())
-        return 0;
-    if (allowed_pids.lookup(&tgid))
+    __u8 *traced = traced_byte(tgid);
+    if (traced && *traced)
         return 1;
-    return setting(SETTING_TRACE_ALL) != 0;
+    return setting(SETTING_TRACE_ALL) != 0 && tgid != agent_tgid();
 }
 
 static __always_inline void allow(__u32 tgid) {
-    __u8 one = 1;
-    if (tgid != agent_tgid())
-        allowed_pids.update(&tgid, &one);
+    __u8 *traced = traced_byte(tgid);
+    if (traced && tgid != agent_tgid())
+        *(volatile __u8 *)traced = 1;
 }
 
 static __always_inline int port_selected(__u16 port) {
@@ -699,14 +715,9 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
                                     __u8 kind, __u8 dir) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    /* With kprobes a call on no connection must look at its thread's entry (below): the
-     * filter first, so that untraced processes still pay one lookup. */
-    if (nr < 0 && !is_traced(tgid))
+    if (!is_traced(tgid))
         return 0;
     __u64 key = conn_key_of(tgid, fd);
-    /* Otherwise the connection first, and no is_traced(): only traced processes have
-     * connections, so one lookup sends every other call away, and a traced call saves the
-     * filter's. */
     struct conn_state *conn = conns.lookup(&key);
     if (!conn) {
         /* The agent may have left an entry for a call it found blocked at start-up (see
@@ -741,6 +752,8 @@ static __always_inline int io_enter(__s32 nr, __u64 fd, const void *buf, __u64 i
 
 static __always_inline int io_exit(__s32 nr, __s64 ret) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
+    /* no is_traced(): only a traced call's entry filled the thread's entry (a filter here
+     * took the verifier's walk of this program from 886k to 917k instructions) */
     struct thread_state *thread = threads.lookup(&pid_tgid);
     if (!thread || !thread->io.conn_key)
         return 0;
@@ -780,6 +793,10 @@ static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret) {
     default:
         return 0;
     }
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    if (!is_traced(tgid))
+        return 0;
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
     /* the first three arguments, di, si and dx of x86-64's struct pt_regs: plain loads the
      * verifier checks against the kernel's BTF (bcc would make a dereference a helper call) */
@@ -787,10 +804,8 @@ static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret) {
     asm volatile("%0 = *(u64 *)(%1 + 112)" : "=r"(fd) : "r"(regs));
     asm volatile("%0 = *(u64 *)(%1 + 104)" : "=r"(buf) : "r"(regs));
     asm volatile("%0 = *(u64 *)(%1 + 96)" : "=r"(count) : "r"(regs));
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
     __u64 key = conn_key_of(tgid, fd);
-    struct conn_state *conn = conns.lookup(&key); /* only traced processes have connections */
+    struct conn_state *conn = conns.lookup(&key);
     if (!conn)
         return 0;
     struct thread_state *thread = thread_of(pid_tgid);
@@ -1002,8 +1017,8 @@ static __always_inline int accept_exit(__s32 nr, __s64 ret) {
 static __always_inline int close_enter(__u64 fd) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    /* no is_traced(): both maps hold only traced processes' sockets, so two lookups decide
-     * (the filter and three maps took four, on every close of a file) */
+    if (!is_traced(tgid))
+        return 0;
     __u64 key = conn_key_of(tgid, fd);
     struct conn_state *conn = conns.lookup(&key);
     if (conn) {
@@ -1099,7 +1114,8 @@ static __always_inline int task_newtask(struct task_newtask_ctx *args) {
     if (args->clone_flags & CLONE_THREAD)
         return 0;
     __u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!allowed_pids.lookup(&parent))
+    __u8 *traced = traced_byte(parent);
+    if (!traced || !*traced)
         return 0;
     __u32 child = args->pid;
     allow(child);

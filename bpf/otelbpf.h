@@ -25,6 +25,9 @@
 #define TASK_COMM_LEN 16
 #define EXEC_FILENAME_SIZE 256
 #define FLUSH_QUEUE_SIZE 64
+/* Every pid a 64-bit kernel can give (its PID_MAX_LIMIT): the traced_pids array has a byte
+ * for each. */
+#define PID_LIMIT (1 << 22)
 
 enum event_type {
     EVENT_EXCHANGE = 1, /* struct exchange_event: one request/response exchange */

@@ -21,6 +21,7 @@ AGENT_SOURCE = BPF_DIR / "agent.c"  # includes sockets.c and tls.c
 TASK_COMM_LEN = 16
 EXEC_FILENAME_SIZE = 256
 FLUSH_QUEUE_SIZE = 64
+PID_LIMIT = 1 << 22  # traced_pids has a byte for each pid below it (the kernel's PID_MAX_LIMIT)
 FLUSH_NO_SLOT = 0xFFFFFFFF  # a flush request not named by an answered slot
 
 

@@ -45,6 +45,7 @@ from otelbpf.probes.features import ProbeMode
 from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject, syscall_function
 from otelbpf.probes.ringbuf import MappedRingBuffer
 from otelbpf.probes.tls import TlsHooks
+from otelbpf.probes.traced_pids import TracedPids
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class SocketProbes:
         self.attached: list[str] = []
         u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
         self._conns = self.bpf.map("conns", u64, settings.layout.conn_state)
-        self._allowed = self.bpf.map("allowed_pids", u32, u8)
+        self._traced = TracedPids(self.bpf.map_fds["traced_pids"])
         self._settings_map = self.bpf.map("settings", u32, u64)
         self._ports = self.bpf.map("selector_ports", u16, u8)
         self._comms = self.bpf.map("selector_comms", CommKey, u8)
@@ -277,6 +278,7 @@ class SocketProbes:
         serialises them), so it stays simple.
         """
         self._answered.close()
+        self._traced.close()
         self.bpf.close()
         self.attached.clear()
 
@@ -314,14 +316,14 @@ class SocketProbes:
             self._comms[CommKey(name.encode()[: TASK_COMM_LEN - 1])] = 1
 
     def allow_pid(self, pid: int) -> None:
-        self._allowed[pid] = 1
+        if pid != os.getpid():  # never the agent itself, as the kernel's allow()
+            self._traced.allow(pid)
 
     def forget_pid(self, pid: int) -> None:
-        with contextlib.suppress(KeyError):
-            del self._allowed[pid]
+        self._traced.forget(pid)
 
     def is_allowed(self, pid: int) -> bool:
-        return self._allowed.get(pid) is not None
+        return pid in self._traced
 
     # -------------------------------------------------------------- seeding from /proc
 

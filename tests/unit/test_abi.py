@@ -149,6 +149,12 @@ def test_flush_request_matches(compiled: tuple[AbiLayout, object]) -> None:
     assert bpf[b"flush_queue"].max_entries == abi.FLUSH_QUEUE_SIZE
 
 
+def test_traced_pids_has_a_byte_per_pid(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    table = bpf[b"traced_pids"]
+    assert table.max_entries * ctypes.sizeof(table.Leaf) == abi.PID_LIMIT
+
+
 def test_counter_and_setting_arrays_match(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
     assert bpf[b"counters"].max_entries == abi.COUNTER_MAX == len(abi.Counter)
