@@ -278,7 +278,6 @@ class SocketProbes:
         serialises them), so it stays simple.
         """
         self._answered.close()
-        self._traced.close()
         self.bpf.close()
         self.attached.clear()
 

@@ -2,8 +2,11 @@
 
 bpf/agent.c checks a process's byte in the traced_pids array first in every probe (one load
 the JIT inlines, where a hash map took a lookup on every read and write of every process).
-The agent's selection writes the bytes here, with no system call; the kernel's fork and exec
-hooks write them too. Either side stores one byte, which leaves its neighbours alone.
+The agent's selection writes the bytes here, with no read-modify-write of the eight bytes
+around one (the kernel's fork and exec hooks write bytes too, and a whole-value update through
+bpf() could undo one of theirs): each call maps the one page that holds the pid's byte, stores
+or loads that byte, and unmaps it. Keeping all 4 MiB mapped would count them in the agent's
+RSS; the calls come with selection changes and exec notices, not with requests.
 """
 
 from __future__ import annotations
@@ -15,22 +18,27 @@ from otelbpf.abi import PID_LIMIT
 
 class TracedPids:
     def __init__(self, map_fd: int) -> None:
-        self._view = mmap.mmap(map_fd, PID_LIMIT, mmap.MAP_SHARED)
+        self._fd = map_fd
 
     def allow(self, pid: int) -> None:
-        self._view[self._index(pid)] = 1
+        self._store(pid, 1)
 
     def forget(self, pid: int) -> None:
-        self._view[self._index(pid)] = 0
+        self._store(pid, 0)
 
     def __contains__(self, pid: int) -> bool:
-        return self._view[self._index(pid)] != 0
+        page, at = self._page(pid)
+        with page:
+            return page[at] != 0
 
-    @staticmethod
-    def _index(pid: int) -> int:
+    def _store(self, pid: int, value: int) -> None:
+        page, at = self._page(pid)
+        with page:
+            page[at] = value
+
+    def _page(self, pid: int) -> tuple[mmap.mmap, int]:
+        """The page of the array that holds pid's byte, mapped, and the byte's place in it."""
         if not 0 < pid < PID_LIMIT:
             raise ValueError(f"pid {pid} is outside 1..{PID_LIMIT - 1}")
-        return pid
-
-    def close(self) -> None:
-        self._view.close()
+        start = pid - pid % mmap.PAGESIZE
+        return mmap.mmap(self._fd, mmap.PAGESIZE, mmap.MAP_SHARED, offset=start), pid - start

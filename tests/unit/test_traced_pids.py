@@ -25,7 +25,6 @@ def traced() -> Iterator[tuple[BpfMap, TracedPids]]:
     array = BpfMap("traced_test", fd, BPF_MAP_TYPE_ARRAY, ctypes.c_uint32, ctypes.c_uint64, 4, 8)
     pids = TracedPids(fd)
     yield array, pids
-    pids.close()
     os.close(fd)
 
 
@@ -52,6 +51,20 @@ def test_a_byte_the_kernel_wrote_is_read(traced: tuple[BpfMap, TracedPids]) -> N
     array, pids = traced
     array[1234 >> 3] = 1 << (8 * (1234 & 7))  # allow() in a fork hook
     assert 1234 in pids and 1233 not in pids and 1235 not in pids
+
+
+def test_no_page_stays_mapped(traced: tuple[BpfMap, TracedPids]) -> None:
+    """Keeping the 4 MiB mapped would count them in the agent's RSS."""
+    _, pids = traced
+    before = bpf_mappings()
+    pids.allow(4242)
+    assert 4242 in pids
+    assert bpf_mappings() == before
+
+
+def bpf_mappings() -> int:
+    with open("/proc/self/maps") as maps:
+        return maps.read().count("bpf-map")
 
 
 def test_a_pid_beyond_the_limit_is_refused(traced: tuple[BpfMap, TracedPids]) -> None:
