@@ -84,7 +84,6 @@ _TASK_PT_REGS_PROBE = b"".join(
         (0x95, 0x00, 0),  # exit
     )
 )
-IO_ARGS_ENV = OTELBPF_IO_ARGS
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,8 @@ def io_args_at_exit(mode: ProbeMode) -> IoArgsChoice:
         return IoArgsChoice(False, "kprobes: arguments kept from the entry hooks")
     if platform.machine() != "x86_64":  # the registers' offsets in agent.c are x86-64's
         return IoArgsChoice(False, "not x86-64: arguments kept from the entry hooks")
-    if os.environ.get(IO_ARGS_ENV) == "entry":
-        return IoArgsChoice(False, f"arguments kept from the entry hooks ({IO_ARGS_ENV}=entry)")
+    if os.environ.get(OTELBPF_IO_ARGS) == "entry":
+        return IoArgsChoice(False, f"arguments kept from the entry hooks ({OTELBPF_IO_ARGS}=entry)")
     from otelbpf.probes import bpf_calls
 
     try:
