@@ -93,6 +93,22 @@ def _losses(summary: dict[str, int], exit_code: int | None = 0, alive: bool = Tr
     return ", ".join(parts) or "none"
 
 
+def _ratio_spread_line(row: dict) -> str:
+    """How far apart the rounds' own ratios (each round's run with the agent against the same
+    round's without) were: the medians' ratio is only as good as that spread allows."""
+    spread = row.get("ratio_spread", {})
+
+    def span(key: str) -> str:
+        s = spread.get(key)
+        return "–" if not s else f"{_x(s['min'])}–{_x(s['max'])}"
+
+    rounds = len(row["agent"].get("rounds", []))
+    return (
+        f"- {row['rate']:,} req/s, per-round ratios ({rounds} round{'s' * (rounds != 1)}): "
+        f"nginx CPU {span('nginx_cpu_per_req')}, mean latency {span('mean_latency')}"
+    )
+
+
 def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> str:
     mode = "quick smoke (tiny loads: not for comparison)" if settings.quick else "full"
     lines = [
@@ -116,10 +132,12 @@ def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> s
         )
     lines += ["", "## 1. nginx under fixed request rates", ""]
     lines += [
-        f"h2load --h1, 1 thread, 200 req/s per keep-alive connection, "
-        f"{settings.nginx_duration_s:g} s per measurement after a {settings.warmup_s:g} s "
-        "warm-up; nginx 1 worker, 116-byte static file, access_log off. Without, with, and "
-        'without the agent again: "without" is the mean of the two runs around the agent\'s. '
+        "h2load --h1, 1 thread, 200 req/s per keep-alive connection; nginx 1 worker, 116-byte "
+        f"static file, access_log off. {settings.nginx_rounds} alternating rounds (without, "
+        f"with, with, without ...) of {settings.nginx_duration_s:g} s per variant, each run "
+        f"after a {settings.warmup_s:g} s warm-up, a fresh agent started for each round's run "
+        "with it: each figure is the median of a variant's rounds (requests and spans their "
+        "sums), each ratio that of the medians; drops and losses are summed over the rounds. "
         "Agent: `otelbpf run --pid <nginx master> --endpoint <receiver> --protocol grpc`, "
         "OTEL_BSP_SCHEDULE_DELAY=200, OTEL_BSP_MAX_QUEUE_SIZE=65536, "
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048, OTEL_METRIC_EXPORT_INTERVAL=1000.",
@@ -151,6 +169,7 @@ def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> s
             f"| {_losses(summary, row['agent_exit_code'], traced.get('agent_alive', True))} |"
         )
     if results.nginx:
+        lines += [""] + [_ratio_spread_line(row) for row in results.nginx]
         idle = [r["agent_idle_cpu_percent"] for r in results.nginx]
         idle = [v for v in idle if v is not None]
         agent_pct = [

@@ -1,6 +1,7 @@
 """The three scenarios. Each measures the workload without and with the agent in ONE run.
 
-1. nginx: a traced nginx at fixed request rates (h2load), without and with the agent.
+1. nginx: a traced nginx at fixed request rates (h2load), without and with the agent, in
+   alternating rounds.
 2. python: a small Flask app, bare, traced by otelbpf, and instrumented in-process by
    OpenTelemetry's Flask instrumentation, all exporting to the same receiver.
 3. startup: process start to "tracing", and the agent's memory.
@@ -25,7 +26,8 @@ log = logging.getLogger("bench")
 class Settings:
     quick: bool
     nginx_rates: tuple[int, ...]
-    nginx_duration_s: float
+    nginx_duration_s: float  # per run; each round runs base and agent once, in turn
+    nginx_rounds: int  # every other round in reverse order: B A A B B A A B
     warmup_s: float
     app_rate: int
     app_clients: int
@@ -39,7 +41,8 @@ class Settings:
         return cls(
             quick=False,
             nginx_rates=(1000, 4000, 10000),
-            nginx_duration_s=30,
+            nginx_duration_s=15,
+            nginx_rounds=4,
             warmup_s=2,
             app_rate=300,
             app_clients=4,
@@ -55,6 +58,7 @@ class Settings:
             quick=True,
             nginx_rates=(500,),
             nginx_duration_s=2,
+            nginx_rounds=1,
             warmup_s=0.5,
             app_rate=100,
             app_clients=2,
@@ -80,22 +84,6 @@ def _per_request_us(cpu_s: float, requests: int) -> float | None:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
-
-
-def bracketed_base(runs: list[dict]) -> dict:
-    """The runs without the agent (before and after it) as one: the figures the report and
-    the ratios use are means of the runs' (percentiles too: the mean of each run's p99); the
-    counts and h2load's min, max and sd are the first run's. Each run is kept under "runs"."""
-    merged = {**runs[0], "load": dict(runs[0]["load"]), "runs": runs}
-
-    def mean(values: list[float | None]) -> float | None:
-        return None if None in values else statistics.fmean(values)
-
-    for key in ("achieved_rps", "mean_us", "p50_us", "p99_us", "p999_us"):
-        merged["load"][key] = mean([run["load"][key] for run in runs])
-    for key in ("target_cpu_s", "target_cpu_us_per_req", "window_s"):
-        merged[key] = mean([run.get(key) for run in runs])
-    return merged
 
 
 class Bench:
@@ -197,6 +185,8 @@ class Bench:
 
     # ------------------------------------------------------------------ scenario 1
 
+    NGINX_VARIANTS = ("base", "agent")
+
     def nginx(self, receiver: Receiver) -> None:
         rates = self.settings.nginx_rates
         paths = [f"/{kind}-{rate}.html" for rate in rates for kind in ("base", "agent", "warm")]
@@ -207,82 +197,107 @@ class Bench:
         finally:
             server.stop()
 
-    def _nginx_base(self, server: Nginx, receiver: Receiver, rate: int, when: str) -> dict:
-        duration = self.settings.nginx_duration_s
-        log.info("nginx at %d req/s for %gs: without the agent (%s)", rate, duration, when)
-        warm = f"/warm-{rate}.html"
-        self._warm(server.url(warm), rate, receiver, warm, f"nginx-{rate}-base-{when}")
-        base_path = f"/base-{rate}.html"
-        base = self._measure(
-            server.url(base_path), rate, duration, f"nginx-{rate}-base-{when}",
-            server.pid, True, None, receiver, base_path,
-        )  # fmt: skip
-        receiver.clear()
-        return base
-
     def _nginx_rate(self, server: Nginx, receiver: Receiver, rate: int) -> None:
-        """Without the agent, with it, and without it again: the two runs without are
-        averaged, so that a drift of this VM's speed along the three runs (it slows by a
-        fifth within minutes at times) weighs the same on both sides of the ratio."""
-        duration = self.settings.nginx_duration_s
+        """Without and with the agent once per round, every other round in reverse order (four
+        rounds run B A A B B A A B), and each side's medians compared: a drift of the machine's
+        speed along the rounds weighs the same on both sides. This VM's speed drifts by a tenth
+        from minute to minute: one run with the agent against the two without it around it gave
+        ratios that moved as much between two runs of the same code (nginx CPU ×1.06, ×1.20)."""
+        rounds = self.settings.nginx_rounds
+        runs: dict[str, list[dict]] = {variant: [] for variant in self.NGINX_VARIANTS}
+        for number in range(1, rounds + 1):
+            order = self.NGINX_VARIANTS if number % 2 else self.NGINX_VARIANTS[::-1]
+            for variant in order:
+                log.info(
+                    "nginx at %d req/s for %gs, round %d/%d: %s",
+                    rate, self.settings.nginx_duration_s, number, rounds,
+                    "with the agent" if variant == "agent" else "without the agent",
+                )  # fmt: skip
+                measure = self._nginx_agent if variant == "agent" else self._nginx_base
+                runs[variant].append(measure(server, receiver, rate, number))
+        row = _nginx_row(rate, runs["base"], runs["agent"])
+        self.results.nginx.append(row)
+        base, traced, spread = row["base"], row["agent"], row["ratio_spread"]
+        log.info(
+            "  %d req/s, medians of %d rounds: %d/%d spans, agent %.0f us/req, "
+            "nginx %.1f -> %.1f us/req (x%.2f, rounds x%.2f-x%.2f), p99 %.2f -> %.2f ms, %s",
+            rate,
+            rounds,
+            traced["spans"],
+            traced["load"]["requests"],
+            traced["agent_cpu_us_per_req"] or 0,
+            base["target_cpu_us_per_req"] or 0,
+            traced["target_cpu_us_per_req"] or 0,
+            row["ratios"]["nginx_cpu_per_req"] or 0,
+            (spread["nginx_cpu_per_req"] or {}).get("min", 0),
+            (spread["nginx_cpu_per_req"] or {}).get("max", 0),
+            (base["load"]["p99_us"] or 0) / 1000,
+            (traced["load"]["p99_us"] or 0) / 1000,
+            row["agent_summary"],
+        )
+
+    def _nginx_run(
+        self, server: Nginx, receiver: Receiver, rate: int, variant: str, number: int,
+        agent: AgentRun | None,
+    ) -> dict:  # fmt: skip
+        """One round's measured run of a variant ("base", "agent"), after its own warm-up; its
+        requests go to /VARIANT-RATE.html, so that spans are counted by path."""
+        name = f"nginx-{rate}-{variant}-r{number}"
         warm = f"/warm-{rate}.html"
-        before = self._nginx_base(server, receiver, rate, "before")
-        log.info("nginx at %d req/s: with the agent", rate)
-        agent = self._agent(server.pid, receiver, f"nginx-{rate}")
+        self._warm(server.url(warm), rate, receiver, warm, name)
+        path = f"/{variant}-{rate}.html"
+        return self._measure(
+            server.url(path), rate, self.settings.nginx_duration_s, name,
+            server.pid, True, agent, receiver, path,
+        )  # fmt: skip
+
+    def _nginx_base(self, server: Nginx, receiver: Receiver, rate: int, number: int) -> dict:
+        """One round's run without the agent."""
+        run = self._nginx_run(server, receiver, rate, "base", number, None)
+        receiver.clear()
+        log.info(
+            "  round %d without: nginx %.1f us/req, mean %.2f ms",
+            number,
+            run["target_cpu_us_per_req"] or 0,
+            run["load"]["mean_us"] / 1000,
+        )
+        return run
+
+    def _nginx_agent(self, server: Nginx, receiver: Receiver, rate: int, number: int) -> dict:
+        """One round's run with an agent started for it and stopped after it, so every round
+        pays for a start the same way and one bad start shows as one bad round. The agent's idle
+        CPU is sampled in the first round only: it does not depend on the rate or the round."""
+        agent = self._agent(server.pid, receiver, f"nginx-{rate}-r{number}")
         try:
-            idle = self._idle_cpu_percent(agent)
-            self._warm(server.url(warm), rate, receiver, warm, f"nginx-{rate}-agent")
-            agent_path = f"/agent-{rate}.html"
-            traced = self._measure(
-                server.url(agent_path), rate, duration, f"nginx-{rate}-agent",
-                server.pid, True, agent, receiver, agent_path,
-            )  # fmt: skip
+            idle = self._idle_cpu_percent(agent) if number == 1 else None
+            run = self._nginx_run(server, receiver, rate, "agent", number, agent)
             memory = agent.memory()
         finally:
             agent.stop()
         # the agent flushes every pending exchange when it stops: count again
-        traced["spans"] = receiver.settle(
-            agent_path, traced["load"]["requests"], quiet_s=0.5, timeout=5
-        )
-        served = traced["load"]["requests"]
-        traced["span_completeness"] = traced["spans"] / served if served else None
+        served = run["load"]["requests"]
+        run["spans"] = receiver.settle(f"/agent-{rate}.html", served, quiet_s=0.5, timeout=5)
+        run["span_completeness"] = run["spans"] / served if served else None
         receiver.clear()
-        summary = agent.summary()
-        self._record_start(agent, f"nginx {rate}", memory)
-        base = bracketed_base([before, self._nginx_base(server, receiver, rate, "after")])
-        row = {
-            "rate": rate,
-            "base": base,
-            "agent": traced,
-            "agent_idle_cpu_percent": idle,
-            "agent_summary": summary,
-            "agent_exit_code": agent.returncode,
-            "agent_stop_s": agent.stop_s,
-            "agent_rss_after_kib": memory["rss_kib"],
-            "agent_hwm_kib": memory["hwm_kib"],
-            "ratios": {
-                "mean_latency": _ratio(traced["load"]["mean_us"], base["load"]["mean_us"]),
-                "p99_latency": _ratio(traced["load"]["p99_us"], base["load"]["p99_us"]),
-                "nginx_cpu_per_req": _ratio(
-                    traced["target_cpu_us_per_req"], base["target_cpu_us_per_req"]
-                ),
-                "total_cpu_per_req": _ratio(
-                    (traced["target_cpu_us_per_req"] or 0) + (traced["agent_cpu_us_per_req"] or 0),
-                    base["target_cpu_us_per_req"],
-                ),
-            },
-        }
-        self.results.nginx.append(row)
-        log.info(
-            "  %d req/s: %d/%d spans, agent %.0f us/req, p99 %.2f -> %.2f ms, %s",
-            rate,
-            traced["spans"],
-            traced["load"]["requests"],
-            traced["agent_cpu_us_per_req"] or 0,
-            (base["load"]["p99_us"] or 0) / 1000,
-            (traced["load"]["p99_us"] or 0) / 1000,
-            summary,
+        run.update(
+            agent_idle_cpu_percent=idle,
+            agent_summary=agent.summary(),
+            agent_exit_code=agent.returncode,
+            agent_stop_s=agent.stop_s,
+            agent_rss_after_kib=memory["rss_kib"],
+            agent_hwm_kib=memory["hwm_kib"],
         )
+        self._record_start(agent, f"nginx {rate} round {number}", memory)
+        log.info(
+            "  round %d with: %d/%d spans, nginx %.1f us/req, agent %.0f us/req, mean %.2f ms",
+            number,
+            run["spans"],
+            served,
+            run["target_cpu_us_per_req"] or 0,
+            run["agent_cpu_us_per_req"] or 0,
+            run["load"]["mean_us"] / 1000,
+        )
+        return run
 
     # ------------------------------------------------------------------ scenario 2
 
@@ -418,30 +433,36 @@ class Bench:
 
 
 def failures(results: Results) -> list[str]:
-    """Agents that died during a run, exited non-zero, or printed no exit summary."""
+    """Agents that died during a run, exited non-zero, or printed no exit summary. Every
+    round's run is looked at: a medians row would hide one bad round among good ones. Exit
+    codes come from the record of every agent start, which holds each round's."""
     found = []
     for start in results.agent_starts:
         if start["exit_code"] != 0:
             found.append(f"{start['scenario']}: the agent exited {start['exit_code']}")
     for row in results.nginx:
-        if not row["agent"].get("agent_alive", True):
-            found.append(f"nginx {row['rate']}: the agent died during the run")
-        if not row["agent_summary"]:
-            found.append(f"nginx {row['rate']}: the agent printed no exit summary")
+        for number, run in enumerate(row["agent"]["rounds"], 1):
+            where = f"nginx {row['rate']} round {number}"
+            if not run.get("agent_alive", True):
+                found.append(f"{where}: the agent died during the run")
+            if not run.get("agent_summary"):
+                found.append(f"{where}: the agent printed no exit summary")
     for row in results.python:
         if not row.get("agent_alive", True):
             found.append(f"flask {row['variant']}: the agent died during the run")
     return found
 
 
+def _median(values: list[float | None]) -> float | None:
+    """The median of the figures a run has (of an even number, the mean of the middle two)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def _median_run(variant: str, runs: list[dict]) -> dict:
-    """One row for a variant: the medians of its runs' figures (of an even number of runs,
-    the mean of the middle two), the sums of its counts, and every run kept under "rounds"."""
-
-    def median(values: list[float | None]) -> float | None:
-        present = [v for v in values if v is not None]
-        return statistics.median(present) if present else None
-
+    """One row for a variant (a Flask app's, or nginx's "base" or "agent"): the medians of its
+    runs' figures, so that one run disturbed by the shared VM does not move it; the sums of its
+    counts; and every run kept under "rounds"."""
     requests = sum(run["load"]["requests"] for run in runs)
     spans = sum(run["spans"] for run in runs)
     row = {
@@ -449,8 +470,9 @@ def _median_run(variant: str, runs: list[dict]) -> dict:
         "rounds": runs,
         "load": {
             "requests": requests,
+            "failed": sum(run["load"].get("failed", 0) for run in runs),
             **{
-                key: median([run["load"][key] for run in runs])
+                key: _median([run["load"][key] for run in runs])
                 for key in ("achieved_rps", "mean_us", "p50_us", "p99_us", "p999_us")
             },
         },
@@ -458,10 +480,71 @@ def _median_run(variant: str, runs: list[dict]) -> dict:
         "span_completeness": spans / requests if requests else None,
         "agent_alive": all(run.get("agent_alive", True) for run in runs),
     }
-    for key in ("target_cpu_us_per_req", "total_cpu_us_per_req", "agent_cpu_us_per_req"):
+    for key in (
+        "target_cpu_s",
+        "target_cpu_us_per_req",
+        "total_cpu_us_per_req",
+        "agent_cpu_s",
+        "agent_cpu_us_per_req",
+        "receiver_cpu_s",
+        "window_s",
+    ):
         if any(key in run for run in runs):
-            row[key] = median([run.get(key) for run in runs])
+            row[key] = _median([run.get(key) for run in runs])
     return row
+
+
+def _nginx_ratios(base: dict, traced: dict) -> dict[str, float | None]:
+    """With the agent against without, for the figures the nginx table compares."""
+    return {
+        "mean_latency": _ratio(traced["load"]["mean_us"], base["load"]["mean_us"]),
+        "p99_latency": _ratio(traced["load"]["p99_us"], base["load"]["p99_us"]),
+        "nginx_cpu_per_req": _ratio(traced["target_cpu_us_per_req"], base["target_cpu_us_per_req"]),
+        "total_cpu_per_req": _ratio(
+            (traced["target_cpu_us_per_req"] or 0) + (traced["agent_cpu_us_per_req"] or 0),
+            base["target_cpu_us_per_req"],
+        ),
+    }
+
+
+def _summed_summaries(summaries: list[dict[str, int] | None]) -> dict[str, int]:
+    """The agents' exit summaries (exchanges, spans, drops, losses...) added up over the
+    rounds, so that a drop in any round shows; an agent that printed none adds nothing (and
+    failures() reports it)."""
+    total: dict[str, int] = {}
+    for summary in summaries:
+        for key, value in (summary or {}).items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def _nginx_row(rate: int, base_runs: list[dict], agent_runs: list[dict]) -> dict:
+    """One rate's row from its rounds (the i-th run of each list is round i's): each side's
+    medians, their ratios, and the spread of the per-round ratios (each round's run with the
+    agent against the same round's without), which says how much one round could be trusted.
+    The agent's RSS is the last round's, its peak the highest of any round's, its exit summary
+    the sum of every round's."""
+    base = _median_run("base", base_runs)
+    traced = _median_run("agent", agent_runs)
+    codes = [run["agent_exit_code"] for run in agent_runs]
+    peaks = [run["agent_hwm_kib"] for run in agent_runs if run["agent_hwm_kib"] is not None]
+    per_round = [_nginx_ratios(b, a) for b, a in zip(base_runs, agent_runs, strict=True)]
+    return {
+        "rate": rate,
+        "base": base,
+        "agent": traced,
+        "agent_idle_cpu_percent": agent_runs[0].get("agent_idle_cpu_percent"),
+        "agent_summary": _summed_summaries([run["agent_summary"] for run in agent_runs]),
+        "agent_exit_code": next((code for code in codes if code != 0), 0),
+        "agent_stop_s": _median([run["agent_stop_s"] for run in agent_runs]),
+        "agent_rss_after_kib": agent_runs[-1]["agent_rss_after_kib"],
+        "agent_hwm_kib": max(peaks) if peaks else None,
+        "ratios": _nginx_ratios(base, traced),
+        "ratio_spread": {
+            key: _spread([r[key] for r in per_round if r[key] is not None])
+            for key in ("nginx_cpu_per_req", "mean_latency")
+        },
+    }
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:

@@ -81,12 +81,15 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert data["probe_mode"] in ("kprobe", "tracepoint")
     assert data["nginx"][0]["agent"]["load"]["requests"] > 0
     assert data["nginx"][0]["agent_summary"]["spans"] > 0
-    # the baseline was measured before and after the agent's run, and averaged
-    base = data["nginx"][0]["base"]
-    assert len(base["runs"]) == 2
-    assert base["target_cpu_us_per_req"] == pytest.approx(
-        sum(run["target_cpu_us_per_req"] for run in base["runs"]) / 2
-    )
+    # one round in the quick run: each side's medians are that round's run's figures
+    row = data["nginx"][0]
+    base, traced = row["base"], row["agent"]
+    assert len(base["rounds"]) == len(traced["rounds"]) == 1
+    assert base["target_cpu_us_per_req"] == base["rounds"][0]["target_cpu_us_per_req"]
+    assert traced["spans"] == traced["rounds"][0]["spans"]
+    assert set(row["ratio_spread"]) == {"nginx_cpu_per_req", "mean_latency"}
+    assert all(s is None or s["n"] == 1 for s in row["ratio_spread"].values())
+    assert "- 500 req/s, per-round ratios (1 round): nginx CPU " in markdown
     assert all(start["exit_code"] == 0 for start in data["agent_starts"])
     # two starts compile (the run's first, and the start-up scenario's empty-cache one); every
     # other start loads the compiled programs from the run's cache
@@ -95,21 +98,96 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert all(c["compile_s"] > 0 and c["peak_mib"] > 0 for c in compiled)
 
 
-def test_bracketed_base_averages_the_runs_the_ratios_use() -> None:
-    from bench.scenarios import bracketed_base
+def _fake_run(cpu: float, mean: float, spans: int, **agent: object) -> dict:
+    """A measured run as Bench._measure (and, with the agent, Bench._nginx_agent) leaves it."""
+    load = {"achieved_rps": 500.0, "mean_us": mean, "p50_us": mean, "p99_us": mean * 3}
+    load = {**load, "p999_us": None, "requests": 1000, "failed": 0}
+    return {"load": load, "target_cpu_us_per_req": cpu, "spans": spans, **agent}
 
-    def run(cpu: float, mean: float, p99: float | None) -> dict:
-        load = {"achieved_rps": 1000.0, "mean_us": mean, "p50_us": mean, "p99_us": p99}
-        load = {**load, "p999_us": p99, "requests": 7}
-        return {"load": load, "target_cpu_us_per_req": cpu, "target_cpu_s": cpu * 7e-6}
 
-    before, after = run(20.0, 800.0, 1200.0), run(24.0, 900.0, None)
-    merged = bracketed_base([before, after])
-    assert merged["target_cpu_us_per_req"] == 22.0
-    assert merged["target_cpu_s"] == pytest.approx(22.0 * 7e-6)
-    assert merged["window_s"] is None  # not in these runs
-    assert merged["load"]["mean_us"] == 850.0
-    assert merged["load"]["p99_us"] is None  # a run without the figure: no average
-    assert merged["load"]["requests"] == 7  # counts are the first run's
-    assert merged["runs"] == [before, after]
-    assert before["load"]["mean_us"] == 800.0  # the runs themselves are left as they were
+def _fake_agent_run(cpu: float, mean: float, spans: int, **more: object) -> dict:
+    agent = {
+        "agent_cpu_us_per_req": 10.0,
+        "agent_alive": True,
+        "agent_idle_cpu_percent": None,
+        "agent_summary": {"spans": spans},
+        "agent_exit_code": 0,
+        "agent_stop_s": 3.0,
+        "agent_rss_after_kib": 70_000,
+        "agent_hwm_kib": 72_000,
+    }
+    return _fake_run(cpu, mean, spans, **{**agent, **more})
+
+
+def _fake_rounds() -> tuple[list[dict], list[dict]]:
+    """Three rounds whose own ratios are nginx CPU 1.1, 1.2, 1.05 and mean latency 1.1, 1.2,
+    1.1; the medians (24 -> 25.2 us, 900 -> 990 us) are ×1.05 and ×1.1."""
+    base = [_fake_run(20.0, 800.0, 0), _fake_run(30.0, 1000.0, 0), _fake_run(24.0, 900.0, 0)]
+    agent = [
+        _fake_agent_run(22.0, 880.0, 1000, agent_idle_cpu_percent=0.4, agent_stop_s=3.2),
+        _fake_agent_run(36.0, 1200.0, 999, agent_exit_code=3, agent_cpu_us_per_req=14.0),
+        _fake_agent_run(25.2, 990.0, 998, agent_rss_after_kib=71_000, agent_hwm_kib=75_000),
+    ]
+    agent[2]["agent_summary"] = {"spans": 998, "ring-buffer drops": 5}
+    return base, agent
+
+
+def test_nginx_row_is_the_medians_of_the_rounds_and_the_spread_of_their_ratios() -> None:
+    from bench.scenarios import _nginx_row
+
+    base_runs, agent_runs = _fake_rounds()
+    row = _nginx_row(4000, base_runs, agent_runs)
+    base, traced = row["base"], row["agent"]
+    assert base["target_cpu_us_per_req"] == 24.0 and traced["target_cpu_us_per_req"] == 25.2
+    assert base["load"]["mean_us"] == 900.0 and traced["load"]["mean_us"] == 990.0
+    assert traced["load"]["p99_us"] == 2970.0
+    assert traced["load"]["p999_us"] is None  # no run has it
+    assert traced["agent_cpu_us_per_req"] == 10.0  # 10, 14, 10
+    assert traced["load"]["requests"] == 3000 and traced["spans"] == 2997
+    assert traced["span_completeness"] == 2997 / 3000
+    assert traced["rounds"] == agent_runs and base["rounds"] == base_runs
+    assert row["ratios"]["nginx_cpu_per_req"] == pytest.approx(1.05)
+    assert row["ratios"]["mean_latency"] == pytest.approx(1.1)
+    assert row["ratios"]["total_cpu_per_req"] == pytest.approx((25.2 + 10.0) / 24.0)
+    cpu, latency = row["ratio_spread"]["nginx_cpu_per_req"], row["ratio_spread"]["mean_latency"]
+    assert (cpu["min"], cpu["median"], cpu["max"], cpu["n"]) == pytest.approx((1.05, 1.1, 1.2, 3))
+    assert (latency["min"], latency["max"], latency["n"]) == pytest.approx((1.1, 1.2, 3))
+    # the agent: idle CPU from the first round, RSS from the last, the peak of all, and the
+    # exit summaries added up (a drop in any round shows)
+    assert row["agent_idle_cpu_percent"] == 0.4
+    assert row["agent_rss_after_kib"] == 71_000 and row["agent_hwm_kib"] == 75_000
+    assert row["agent_summary"] == {"spans": 2997, "ring-buffer drops": 5}
+    assert row["agent_exit_code"] == 3 and row["agent_stop_s"] == 3.0
+
+
+def test_median_run_of_an_even_number_of_rounds_takes_the_middle_two() -> None:
+    from bench.scenarios import _median_run
+
+    runs = [_fake_run(20.0, 800.0, 0), _fake_run(30.0, 1000.0, 0)]
+    runs[1]["load"]["mean_us"] = None  # a figure a run lacks is left out of the median
+    row = _median_run("base", runs)
+    assert row["target_cpu_us_per_req"] == 25.0 and row["load"]["p99_us"] == 2700.0
+    assert row["load"]["mean_us"] == 800.0
+    assert row["load"]["requests"] == 2000 and row["span_completeness"] == 0.0
+    assert "agent_cpu_us_per_req" not in row  # no run has it
+
+
+def test_failures_look_at_every_round_and_the_report_gives_the_spread() -> None:
+    from bench.report import _ratio_spread_line
+    from bench.scenarios import Results, _nginx_row, failures
+
+    base_runs, agent_runs = _fake_rounds()
+    agent_runs[1]["agent_alive"] = False
+    agent_runs[0]["agent_summary"] = {}
+    row = _nginx_row(4000, base_runs, agent_runs)
+    starts = [{"scenario": f"nginx 4000 round {n}", "exit_code": c} for n, c in ((1, 0), (2, 3))]
+    found = failures(Results(nginx=[row], agent_starts=starts))
+    assert found == [
+        "nginx 4000 round 2: the agent exited 3",
+        "nginx 4000 round 1: the agent printed no exit summary",
+        "nginx 4000 round 2: the agent died during the run",
+    ]
+    assert _ratio_spread_line(row) == (
+        "- 4,000 req/s, per-round ratios (3 rounds): nginx CPU ×1.05–×1.20, "
+        "mean latency ×1.10–×1.20"
+    )
