@@ -1,7 +1,7 @@
 """`python -m bench`: the benchmark suite. `--quick` is the CI smoke (tiny loads, seconds).
 
 .venv/bin/python -m bench --snapshot      # full run of the committed HEAD, ~12 min: bench/results/
-.venv/bin/python -m bench --quick         # smoke, ~40 s: bench/results/tmp/quick/
+.venv/bin/python -m bench --quick         # smoke, ~60 s: bench/results/tmp/quick/
 .venv/bin/python -m bench --only nginx --profile
 """
 
@@ -26,7 +26,7 @@ from bench.scenarios import Bench, Settings, failures
 from bench.services import Receiver, require
 
 log = logging.getLogger("bench")
-SCENARIOS = ("nginx", "python", "startup")
+SCENARIOS = ("nginx", "python", "tax", "startup")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +85,8 @@ def _preflight(scenarios: list[str], profile: bool) -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root: the agent loads eBPF programs")
     require("h2load")
+    if "tax" in scenarios:
+        require("cc")
     if "nginx" in scenarios or "startup" in scenarios:
         require("nginx")
     modules = ["matplotlib", "grpc", "opentelemetry.proto"]
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.nginx(receiver)
         if "python" in scenarios:
             bench.python(receiver)
+        if "tax" in scenarios:
+            bench.syscall_tax(receiver)
         bench.startup(receiver)  # always: it also sums up the starts of the other scenarios
         if args.profile:
             from bench import profile

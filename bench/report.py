@@ -109,6 +109,49 @@ def _ratio_spread_line(row: dict) -> str:
     )
 
 
+TAX_LABELS = {
+    "none": "without the agent",
+    "untraced": "agent tracing another process",
+    "traced": "agent tracing the loop",
+}
+
+
+def _tax_section(tax: dict, settings: Settings) -> list[str]:
+    """Section 4: the request loop's CPU per request, per variant."""
+    if not tax:
+        return []
+    lines = [
+        "",
+        "## 4. The syscall tax: what a traced and an untraced process pay",
+        "",
+        "bench/apps/request_loop.c: one process, client and server of a keep-alive connection "
+        "over TCP loopback, pinned to one CPU, making a static-file server's calls for every "
+        "request (recvfrom, openat, newfstatat, writev, sendfile, close) and its client's "
+        f"(sendto, read): {_num(tax['syscalls_per_req'], '{:.1f}')} system calls a request. "
+        f"{settings.tax_requests:,} requests per run after 1,000 unmeasured, "
+        f"{settings.tax_rounds} rounds of every variant, every other round in reverse order; "
+        "each figure is the median of a variant's runs. CPU is the loop's own (user + system). "
+        "The untraced variant's agent traces a sleeping process: its cost is what every "
+        "other process on the host pays. The traced loop is two exchanges a request (its "
+        "client and its server side).",
+        "",
+        "| variant | loop CPU ns/request (vs without) | added ns per system call "
+        "| per-round ratios | exchanges the agent saw |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for variant, row in tax["variants"].items():
+        spread = row["ratio_spread"]
+        seen = row["agent_summary"].get("exchanges")
+        added = "–" if variant == "none" else _num(row["added_ns_per_syscall"])
+        rounds = "–" if not spread else f"{_x(spread['min'])}–{_x(spread['max'])}"
+        lines.append(
+            f"| {TAX_LABELS[variant]} | {_num(row['cpu_ns_per_req'], '{:,.0f}')} "
+            f"({_x(row['ratio'])}) | {added} | {rounds} "
+            f"| {'–' if seen is None else f'{seen:,}'} |"
+        )
+    return lines
+
+
 def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> str:
     mode = "quick smoke (tiny loads: not for comparison)" if settings.quick else "full"
     lines = [
@@ -253,6 +296,7 @@ def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> s
                 f"({_mib(hwm)} MiB) |"
             )
         lines.append(f"| agent exit codes | {', '.join(map(str, start.get('exit_codes', [])))} |")
+    lines += _tax_section(results.tax, settings)
     lines += [
         "",
         "Every number is in results.json; bench/README.md says what each one means.",

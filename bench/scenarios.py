@@ -5,19 +5,23 @@
 2. python: a small Flask app, bare, traced by otelbpf, and instrumented in-process by
    OpenTelemetry's Flask instrumentation, all exporting to the same receiver.
 3. startup: process start to "tracing", and the agent's memory.
+4. tax: what the agent adds to the system calls of a process it traces and of one it does
+   not (every other process on a host): a C loop making nginx's calls, in alternating rounds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import load
 from bench.procs import CpuWindow, cpu_seconds
-from bench.services import AgentRun, Nginx, PythonApp, Receiver
+from bench.services import AgentRun, Nginx, PythonApp, Receiver, RequestLoop
 
 log = logging.getLogger("bench")
 
@@ -35,6 +39,8 @@ class Settings:
     app_rounds: int  # each round runs every variant once; odd rounds in reverse order
     startup_samples: int
     idle_sample_s: float
+    tax_requests: int  # per run of the request loop
+    tax_rounds: int  # each round runs every variant once; odd rounds in reverse order
 
     @classmethod
     def full(cls) -> Settings:
@@ -50,6 +56,8 @@ class Settings:
             app_rounds=4,
             startup_samples=3,
             idle_sample_s=3,
+            tax_requests=50000,
+            tax_rounds=8,
         )
 
     @classmethod
@@ -66,6 +74,8 @@ class Settings:
             app_rounds=1,
             startup_samples=1,
             idle_sample_s=0,
+            tax_requests=2000,
+            tax_rounds=1,
         )
 
 
@@ -74,6 +84,7 @@ class Results:
     nginx: list[dict] = field(default_factory=list)
     python: list[dict] = field(default_factory=list)
     startup: dict = field(default_factory=dict)
+    tax: dict = field(default_factory=dict)
     agent_starts: list[dict] = field(default_factory=list)  # every agent start of the run
     probe_mode: str | None = None
 
@@ -386,6 +397,11 @@ class Bench:
         )
         return row
 
+    # ------------------------------------------------------------------ scenario 4
+
+    def syscall_tax(self, receiver: Receiver) -> None:
+        self.results.tax = SyscallTax(self, receiver).run()
+
     # ------------------------------------------------------------------ scenario 3
 
     def startup(self, receiver: Receiver) -> None:
@@ -432,6 +448,70 @@ class Bench:
         }
 
 
+# the syscall-tax variants: no agent, an agent tracing only a sleeping process, an agent
+# tracing the loop itself
+TAX_VARIANTS = ("none", "untraced", "traced")
+
+
+class SyscallTax:
+    """Scenario 4: the request loop's CPU per request without the agent, with the agent
+    tracing another process (what each untraced process on the host pays: the syscall
+    tracepoints slow every system call of every task, hooked or not), and with the agent
+    tracing the loop (its client and server side: two exchanges a request)."""
+
+    def __init__(self, bench: Bench, receiver: Receiver) -> None:
+        self.bench = bench
+        self.receiver = receiver
+        self.loop = RequestLoop(bench.work)
+        self.cpu = max(os.sched_getaffinity(0))
+
+    def run(self) -> dict:
+        settings = self.bench.settings
+        sleeper = subprocess.Popen(["sleep", "infinity"])
+        runs: dict[str, list[dict]] = {variant: [] for variant in TAX_VARIANTS}
+        try:
+            for number in range(settings.tax_rounds):
+                order = TAX_VARIANTS if number % 2 == 0 else TAX_VARIANTS[::-1]
+                for variant in order:
+                    runs[variant].append(self._run(variant, sleeper.pid))
+                    log.info(
+                        "  tax round %d %s: %.0f ns/request",
+                        number + 1,
+                        variant,
+                        runs[variant][-1]["cpu_ns_per_req"],
+                    )
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+        return _tax_row(runs)
+
+    def _run(self, variant: str, sleeper: int) -> dict:
+        loop = self.loop.start(self.bench.settings.tax_requests, self.cpu)
+        agent = None
+        try:
+            if variant != "none":
+                traced = loop.pid if variant == "traced" else sleeper
+                agent = self.bench._agent(traced, self.receiver, f"tax-{variant}")
+            figures = RequestLoop.go(loop)
+        finally:
+            if loop.poll() is None:
+                loop.kill()
+                loop.wait()
+            if agent is not None:
+                agent.stop()
+                self.bench._record_start(agent, f"syscall tax ({variant})")
+            self.receiver.clear()
+        run = {
+            "requests": int(figures["requests"]),
+            "syscalls_per_req": figures["syscalls"] / figures["requests"],
+            "cpu_ns_per_req": figures["cpu_ns"],
+            "wall_ns_per_req": figures["wall_ns"],
+        }
+        if agent is not None:
+            run["agent_summary"] = agent.summary()
+        return run
+
+
 def failures(results: Results) -> list[str]:
     """Agents that died during a run, exited non-zero, or printed no exit summary. Every
     round's run is looked at: a medians row would hide one bad round among good ones. Exit
@@ -450,6 +530,10 @@ def failures(results: Results) -> list[str]:
     for row in results.python:
         if not row.get("agent_alive", True):
             found.append(f"flask {row['variant']}: the agent died during the run")
+    for variant, row in results.tax.get("variants", {}).items():
+        for number, run in enumerate(row["rounds"], 1):
+            if variant != "none" and not run.get("agent_summary"):
+                found.append(f"tax {variant} round {number}: the agent printed no exit summary")
     return found
 
 
@@ -556,3 +640,30 @@ def _spread(values: list[float]) -> dict[str, float] | None:
         "max": max(values),
         "n": len(values),
     }
+
+
+def _tax_row(runs: dict[str, list[dict]]) -> dict:
+    """Each variant's medians and its ratio to the loop without the agent, the ns added to
+    each system call, and the spread of the per-round ratios (round i against round i)."""
+    base = _median([run["cpu_ns_per_req"] for run in runs["none"]])
+    syscalls = _median([run["syscalls_per_req"] for run in runs["none"]])
+    variants = {}
+    for variant, rounds in runs.items():
+        cpu = _median([run["cpu_ns_per_req"] for run in rounds])
+        paired = [
+            run["cpu_ns_per_req"] / alone["cpu_ns_per_req"]
+            for run, alone in zip(rounds, runs["none"], strict=True)
+        ]
+        variants[variant] = {
+            "rounds": rounds,
+            "requests": sum(run["requests"] for run in rounds),
+            "cpu_ns_per_req": cpu,
+            "wall_ns_per_req": _median([run["wall_ns_per_req"] for run in rounds]),
+            "ratio": _ratio(cpu, base),
+            "added_ns_per_syscall": (cpu - base) / syscalls
+            if cpu is not None and base is not None and syscalls
+            else None,
+            "ratio_spread": _spread(paired) if variant != "none" else None,
+            "agent_summary": _summed_summaries([run.get("agent_summary") for run in rounds]),
+        }
+    return {"syscalls_per_req": syscalls, "variants": variants}

@@ -31,7 +31,7 @@ AGENT_ENV = {
 def require(program: str) -> str:
     path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
-        hint = {"h2load": "nghttp2-client"}.get(program, program)
+        hint = {"h2load": "nghttp2-client", "cc": "gcc"}.get(program, program)
         raise SystemExit(f"bench: {program} is not installed: apt-get install -y {hint}")
     return path
 
@@ -211,6 +211,44 @@ class PythonApp:
 
 
 # --------------------------------------------------------------------------- the agent
+
+
+class RequestLoop:
+    """bench/apps/request_loop.c, built with cc into the work folder once per bench run: one
+    process that is client and server of a keep-alive connection, waiting on stdin to begin."""
+
+    SOURCE = ROOT / "bench" / "apps" / "request_loop.c"
+
+    def __init__(self, work: Path) -> None:
+        self.binary = work / "request_loop"
+        self.file = work / "request_loop.html"
+        if not self.binary.exists():
+            subprocess.run(
+                [require("cc"), "-O2", "-o", str(self.binary), str(self.SOURCE)], check=True
+            )
+            self.file.write_bytes(STATIC_BODY)
+
+    def start(self, requests: int, cpu: int | None = None) -> subprocess.Popen:
+        """The loop, waiting for go(); pinned to one CPU, so no migration enters its figures."""
+        loop = subprocess.Popen(
+            [str(self.binary), str(requests), str(self.file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if cpu is not None:
+            os.sched_setaffinity(loop.pid, {cpu})
+        return loop
+
+    @staticmethod
+    def go(loop: subprocess.Popen, timeout: float = 600) -> dict[str, float]:
+        """Let it run; its line (requests=N syscalls=S cpu_ns=C wall_ns=W) as numbers."""
+        out, err = loop.communicate("go\n", timeout=timeout)
+        if loop.returncode != 0:
+            raise RuntimeError(f"request_loop exited {loop.returncode}: {err.strip()}")
+        return {key: float(value) for key, value in (f.split("=") for f in out.split())}
+
 
 SUMMARY = re.compile(r"otelbpf INFO stopped: (?P<summary>.*)$", re.MULTILINE)
 PROBE_MODE = re.compile(r"otelbpf INFO probe mode: (?P<mode>\S+)")

@@ -76,6 +76,12 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
         "opentelemetry-instrumentation-flask",
     ]
     assert any("tracing" in row for row in startup)
+    tax = _table_rows(markdown, "## 4. The syscall tax")
+    assert [row.split("|")[1].strip() for row in tax] == [
+        "without the agent",
+        "agent tracing another process",
+        "agent tracing the loop",
+    ]
 
     data = json.loads((out / "results.json").read_text())
     assert data["probe_mode"] in ("kprobe", "tracepoint")
@@ -96,6 +102,14 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     compiled = [start["compile"] for start in data["agent_starts"] if start["compile"]]
     assert len(compiled) == 2 < len(data["agent_starts"])
     assert all(c["compile_s"] > 0 and c["peak_mib"] > 0 for c in compiled)
+    # the syscall tax: the loop's 1,000 unmeasured and 2,000 measured requests, each one
+    # exchange on its client side and one on its server side; none for the untraced variant
+    variants = data["tax"]["variants"]
+    assert [run["requests"] for run in variants["none"]["rounds"]] == [2000]
+    assert variants["traced"]["agent_summary"]["exchanges"] == 2 * (1000 + 2000)
+    assert variants["untraced"]["agent_summary"]["exchanges"] == 0
+    assert 7 <= data["tax"]["syscalls_per_req"] <= 9  # the client's read may take two
+    assert all(v["cpu_ns_per_req"] > 0 for v in variants.values())
 
 
 def _fake_run(cpu: float, mean: float, spans: int, **agent: object) -> dict:
@@ -191,3 +205,41 @@ def test_failures_look_at_every_round_and_the_report_gives_the_spread() -> None:
         "- 4,000 req/s, per-round ratios (3 rounds): nginx CPU ×1.05–×1.20, "
         "mean latency ×1.10–×1.20"
     )
+
+
+def _fake_tax_run(cpu: float, exchanges: int | None = None) -> dict:
+    """A run as SyscallTax._run leaves it."""
+    run = {"requests": 1000, "syscalls_per_req": 8.0, "cpu_ns_per_req": cpu, "wall_ns_per_req": cpu}
+    if exchanges is not None:
+        run["agent_summary"] = {"exchanges": exchanges, "spans": exchanges}
+    return run
+
+
+def test_tax_row_takes_medians_and_pairs_each_round_with_its_own_baseline() -> None:
+    from bench.scenarios import Results, _tax_row, failures
+
+    runs = {
+        "none": [_fake_tax_run(20_000.0), _fake_tax_run(24_000.0), _fake_tax_run(22_000.0)],
+        "untraced": [
+            _fake_tax_run(21_000.0, 0),
+            _fake_tax_run(26_400.0, 0),
+            _fake_tax_run(23_100.0, 0),
+        ],
+        "traced": [_fake_tax_run(24_000.0, 2), _fake_tax_run(26_400.0, 2), _fake_tax_run(27_500.0)],
+    }
+    row = _tax_row(runs)
+    untraced, traced = row["variants"]["untraced"], row["variants"]["traced"]
+    assert row["syscalls_per_req"] == 8.0
+    assert untraced["cpu_ns_per_req"] == 23_100.0 and untraced["ratio"] == pytest.approx(1.05)
+    assert untraced["added_ns_per_syscall"] == pytest.approx(1_100.0 / 8)
+    # per round: 1.05, 1.10, 1.05 untraced; 1.20, 1.10, 1.25 traced
+    spread = untraced["ratio_spread"]
+    assert (spread["min"], spread["median"], spread["max"]) == pytest.approx((1.05, 1.05, 1.1))
+    assert (traced["ratio_spread"]["min"], traced["ratio_spread"]["max"]) == pytest.approx(
+        (1.1, 1.25)
+    )
+    assert row["variants"]["none"]["ratio_spread"] is None
+    assert traced["agent_summary"] == {"exchanges": 4, "spans": 4}
+    assert traced["requests"] == 3000
+    # the third traced round printed no exit summary
+    assert failures(Results(tax=row)) == ["tax traced round 3: the agent printed no exit summary"]
