@@ -136,18 +136,21 @@ def _tax_section(tax: dict, settings: Settings) -> list[str]:
         "client and its server side).",
         "",
         "| variant | loop CPU ns/request (vs without) | added ns per system call "
-        "| per-round ratios | exchanges the agent saw |",
+        "| per-round ratios | exchanges paired in the kernel |",
         "|---|---:|---:|---|---:|",
     ]
     for variant, row in tax["variants"].items():
         spread = row["ratio_spread"]
-        seen = row["agent_summary"].get("exchanges")
+        summary = row["agent_summary"]
+        paired = "–"
+        if "exchanges" in summary:
+            drops = summary.get("ring-buffer drops", 0)
+            paired = f"{summary['exchanges'] + drops:,} ({drops:,} dropped at the ring)"
         added = "–" if variant == "none" else _num(row["added_ns_per_syscall"])
         rounds = "–" if not spread else f"{_x(spread['min'])}–{_x(spread['max'])}"
         lines.append(
             f"| {TAX_LABELS[variant]} | {_num(row['cpu_ns_per_req'], '{:,.0f}')} "
-            f"({_x(row['ratio'])}) | {added} | {rounds} "
-            f"| {'–' if seen is None else f'{seen:,}'} |"
+            f"({_x(row['ratio'])}) | {added} | {rounds} | {paired} |"
         )
     return lines
 
