@@ -1,6 +1,6 @@
 """`python -m bench`: the benchmark suite. `--quick` is the CI smoke (tiny loads, seconds).
 
-.venv/bin/python -m bench --snapshot      # full run of the committed HEAD, ~12 min: bench/results/
+.venv/bin/python -m bench --snapshot      # full run of the committed HEAD, ~14 min: bench/results/
 .venv/bin/python -m bench --quick         # smoke, ~60 s: bench/results/tmp/quick/
 .venv/bin/python -m bench --only nginx --profile
 """

@@ -1455,6 +1455,10 @@ SYS_ENTER(accept) { return accept_enter(ctx->nr, ctx->args[0], (void *)ctx->args
 SYS_EXIT(accept) { return accept_exit(ctx->nr, ctx->ret); }
 SYS_ENTER(close) { return close_enter(ctx->args[0]); }
 SYS_ENTER(getppid) { return flush_trigger(); }
+/* The same trigger with no system call hooked for it, where the kernel runs a program on
+ * request (BPF_PROG_TEST_RUN of a raw-tracepoint program, Linux 5.10 and later): the agent
+ * runs it in its own thread, so the check of its pid holds as with getppid(). */
+int run_flush(void *ctx) { return flush_trigger(); }
 SYS_ENTER(mmap) { return mmap_enter(ctx->args[2], ctx->args[4]); }
 
 /* ---------------------------------------------------------------- kprobe entry points

@@ -12,10 +12,15 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
+from functools import cache
 
 from otelbpf.errors import SetupError
 
 LIBRARY = "libbcc_bpf.so.0"  # Debian's libbpfcc package, next to libbcc.so.0
+
+# bpf(2): its number, and the command that runs a loaded program on request
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+BPF_PROG_TEST_RUN = 10
 
 # enum bpf_probe_attach_type (bcc's libbpf.h)
 PROBE_ENTRY = 0
@@ -98,6 +103,48 @@ def lib() -> ctypes.CDLL:
         _signatures(loaded)
         _lib = loaded
     return _lib
+
+
+class _TestRunAttr(ctypes.Structure):
+    """union bpf_attr's `test` member (linux/bpf.h), as BPF_PROG_TEST_RUN reads it."""
+
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("data_in", ctypes.c_uint64),
+        ("data_out", ctypes.c_uint64),
+        ("repeat", ctypes.c_uint32),
+        ("duration", ctypes.c_uint32),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_uint64),
+        ("ctx_out", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def test_run(program_fd: int) -> int:
+    """Run a loaded raw-tracepoint program once, now, on this thread (BPF_PROG_TEST_RUN with
+    no context); its return value. bcc's library has no binding for it: bpf(2) is called."""
+    attr = _TestRunAttr(prog_fd=program_fd)
+    result = _libc().syscall(
+        ctypes.c_long(SYS_BPF),
+        ctypes.c_int(BPF_PROG_TEST_RUN),
+        ctypes.byref(attr),
+        ctypes.c_uint(ctypes.sizeof(attr)),
+    )
+    if result < 0:
+        raise _failure("running a program on request (BPF_PROG_TEST_RUN)", result)
+    return attr.retval
 
 
 def _failure(what: str, result: int) -> OSError:

@@ -42,7 +42,13 @@ from otelbpf.probes import compiled, kernel_layout
 from otelbpf.probes.answered import AnsweredMarks
 from otelbpf.probes.bpf_calls import RingBuffer
 from otelbpf.probes.features import ProbeMode
-from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject, syscall_function
+from otelbpf.probes.objects import (
+    PROG_KPROBE,
+    PROG_RAW_TRACEPOINT,
+    PROG_TRACEPOINT,
+    LoadedObject,
+    syscall_function,
+)
 from otelbpf.probes.ringbuf import MappedRingBuffer
 from otelbpf.probes.tls import TlsHooks
 from otelbpf.probes.traced_pids import TracedPids
@@ -67,9 +73,13 @@ SYSCALL_PROGRAMS: dict[str, tuple[str, str | None]] = {
     "accept": ("accept", "accept"),
     "accept4": ("accept", "accept"),
     "close": ("close", None),
-    "getppid": ("getppid", None),  # the agent's flush trigger
+    "getppid": ("getppid", None),  # the agent's flush trigger, where FLUSH_PROGRAM cannot run
     "mmap": ("mmap", None),  # code mapped by a traced process: look for TLS libraries
 }
+# The flush trigger run on request (BPF_PROG_TEST_RUN) rather than through a hooked getppid():
+# one syscall hook fewer, toward none (while any syscall tracepoint has a program, every system
+# call of every task takes the kernel's slow path; README, "The toll").
+FLUSH_PROGRAM = "run_flush"
 LIFECYCLE_TRACEPOINTS = {
     "task:task_newtask": "on_task_newtask",
     "sched:sched_process_exec": "on_sched_process_exec",
@@ -191,6 +201,7 @@ class SocketProbes:
         self._answered = AnsweredMarks(self.bpf.map_fds["answered"], settings.answered_slots)
         self._flush_queue = self.bpf.map("flush_queue", u32, FlushRequest)
         self._ring: MappedRingBuffer | RingBuffer | None = None
+        self._flush_on_request = False  # set by attach(): FLUSH_PROGRAM runs here
         self.tls = TlsHooks(self.bpf)
         self.set_idle_flush_ns(settings.idle_flush_ns)
         self._set(Setting.AGENT_TGID, os.getpid())
@@ -216,6 +227,7 @@ class SocketProbes:
             if program
         ]
         wanted += [(name, PROG_TRACEPOINT) for name in LIFECYCLE_TRACEPOINTS.values()]
+        wanted.append((FLUSH_PROGRAM, PROG_RAW_TRACEPOINT))
         if tls:
             wanted += [
                 (name, PROG_KPROBE)
@@ -227,7 +239,10 @@ class SocketProbes:
 
     def attach(self) -> None:
         started = time.monotonic()
+        self._flush_on_request = self._flush_runs_on_request()
         for syscall, hooks in SYSCALL_PROGRAMS.items():
+            if syscall == "getppid" and self._flush_on_request:
+                continue
             on_entry, on_exit = self._syscall_programs(*hooks)
             if self.mode is ProbeMode.TRACEPOINT:
                 if on_entry:
@@ -253,6 +268,16 @@ class SocketProbes:
             self.mode.value,
             time.monotonic() - started,
         )
+
+    def _flush_runs_on_request(self) -> bool:
+        """Whether this kernel runs FLUSH_PROGRAM on request; tried once with an empty queue,
+        so that it does nothing. Where it cannot (before Linux 5.10), getppid() is hooked."""
+        try:
+            self.bpf.run(FLUSH_PROGRAM)
+        except OSError as error:
+            log.info("flush trigger: a getppid() hook (%s)", error.strerror)
+            return False
+        return True
 
     def _attach_tracepoint(self, tracepoint: str, program: str) -> None:
         self._attach(f"tracepoint:{tracepoint}", self.bpf.attach_tracepoint, tracepoint, program)
@@ -421,7 +446,10 @@ class SocketProbes:
             for index, (key, force, slot) in enumerate(batch):
                 queue[index] = FlushRequest(key, int(force), slot)
             self._set(Setting.FLUSH_COUNT, len(batch))
-            os.getppid()  # the trigger: sys_enter_getppid runs flush_trigger() for our pid
+            if self._flush_on_request:
+                self.bpf.run(FLUSH_PROGRAM)  # flush_trigger(), in this thread
+            else:
+                os.getppid()  # sys_enter_getppid runs flush_trigger() for our pid
         self._set(Setting.FLUSH_COUNT, 0)
 
     def forget_connections(self, keys: Iterable[int]) -> None:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # enum bpf_prog_type
 PROG_KPROBE = 2  # kprobes and uprobes
 PROG_TRACEPOINT = 5
+PROG_RAW_TRACEPOINT = 17  # run on request by BPF_PROG_TEST_RUN, never attached
 # the prefixes kernels give their syscall functions, as bcc looks for them
 SYSCALL_PREFIXES = ("__x64_sys_", "__arm64_sys_", "__s390x_sys_", "sys_")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
@@ -124,6 +125,10 @@ class LoadedObject:
         return bpf_calls.load_program(
             kind, name, code, self.compiled.license, self.compiled.kernel_version
         )
+
+    def run(self, program: str) -> int:
+        """Run a raw-tracepoint program once, now, in this thread; its return value."""
+        return bpf_calls.test_run(self.program(program, PROG_RAW_TRACEPOINT))
 
     def attach_tracepoint(self, tracepoint: str, program: str) -> None:
         category, _, event = tracepoint.partition(":")

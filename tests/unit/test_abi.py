@@ -20,7 +20,7 @@ import pytest
 
 from otelbpf import abi, preflight, tlslibs
 from otelbpf.abi import AbiLayout
-from otelbpf.probes.loader import LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
+from otelbpf.probes.loader import FLUSH_PROGRAM, LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
 from tests.unit.bcc_env import bcc_compiling, skip_reason
 
 _SKIP = skip_reason()
@@ -184,11 +184,21 @@ def _is_kprobe_program(name: str) -> bool:
     return name.startswith(("syscall__", "kret_", "uprobe_", "uretprobe_"))
 
 
+def _kind(name: str) -> int:
+    """The program type the agent loads a program as: run_* are run on request."""
+    from otelbpf.probes.objects import PROG_KPROBE, PROG_RAW_TRACEPOINT, PROG_TRACEPOINT
+
+    if name.startswith("run_"):
+        return PROG_RAW_TRACEPOINT
+    return PROG_KPROBE if _is_kprobe_program(name) else PROG_TRACEPOINT
+
+
 def test_program_list_is_what_the_source_defines(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
     names = _program_names(bpf)
     assert names == _source_program_names()
     prefixes = ("tp_enter_", "tp_exit_", "on_", "syscall__", "kret_", "uprobe_", "uretprobe_")
+    prefixes += ("run_",)
     assert all(n.startswith(prefixes) for n in names)
 
 
@@ -199,6 +209,8 @@ def test_every_program_passes_the_verifier(compiled: tuple[AbiLayout, object]) -
     loaded = []
     for name in _program_names(bpf):
         prog_type = bcc.BPF.KPROBE if _is_kprobe_program(name) else bcc.BPF.TRACEPOINT
+        if name.startswith("run_"):
+            prog_type = bcc.BPF.RAW_TRACEPOINT
         function = bpf.load_func(name.encode(), prog_type)  # raises with the verifier log
         assert function.fd >= 0
         loaded.append(name)
@@ -209,7 +221,7 @@ def test_the_extracted_object_loads_without_bcc(compiled: tuple[AbiLayout, objec
     """What a cached start does: maps made anew, their descriptors written into the
     bytecode, every program through the verifier again, with no bcc object involved."""
     from otelbpf.probes.compiled import CompiledObject, extract
-    from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject
+    from otelbpf.probes.objects import LoadedObject
 
     _, bpf = compiled
     extracted = CompiledObject.from_json(extract(bpf).to_json())
@@ -227,8 +239,7 @@ def test_the_extracted_object_loads_without_bcc(compiled: tuple[AbiLayout, objec
         bcc_fds = {lib.bpf_table_fd(bpf.module, name.encode()) for name in loaded.map_fds}
         assert not set(loaded.map_fds.values()) & bcc_fds  # maps of its own
         for name in extracted.programs:
-            kind = PROG_KPROBE if _is_kprobe_program(name) else PROG_TRACEPOINT
-            assert loaded.program(name, kind) >= 0  # raises with the verifier's log
+            assert loaded.program(name, _kind(name)) >= 0  # raises with the verifier's log
     finally:
         loaded.close()
 
@@ -244,12 +255,12 @@ def test_preloaded_programs_are_the_ones_attached_and_none_leaks(
     preload never asked for is closed with the object; a program the verifier rejects raises
     where it is asked for, as a direct load does."""
     from otelbpf.probes.compiled import CompiledObject, ProgramCode, extract
-    from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject
+    from otelbpf.probes.objects import PROG_TRACEPOINT, LoadedObject
 
     _, bpf = compiled
     extracted = extract(bpf)
     names = sorted(extracted.programs)
-    kinds = {n: PROG_KPROBE if _is_kprobe_program(n) else PROG_TRACEPOINT for n in names}
+    kinds = {n: _kind(n) for n in names}
     before = _open_fds()
     loaded = LoadedObject(extracted)
     try:
@@ -279,6 +290,53 @@ def test_preloaded_programs_are_the_ones_attached_and_none_leaks(
     assert _open_fds() == before
 
 
+def test_the_flush_trigger_runs_on_request_for_the_agent_only(
+    compiled: tuple[AbiLayout, object],
+) -> None:
+    """FLUSH_PROGRAM, run by BPF_PROG_TEST_RUN in this thread (no system call hooked for it),
+    is flush_trigger(): while another pid is the agent's it leaves a queued connection alone;
+    once this pid is, it emits the connection's exchange and leaves it idle."""
+    from otelbpf.abi import (
+        FLUSH_NO_SLOT,
+        Counter,
+        EventType,
+        FlushRequest,
+        Phase,
+        Setting,
+        conn_key,
+    )
+    from otelbpf.probes.compiled import extract
+    from otelbpf.probes.objects import LoadedObject
+
+    layout, bpf = compiled
+    loaded = LoadedObject(extract(bpf))
+    u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+    try:
+        settings = loaded.map("settings", u32, u64)
+        conns = loaded.map("conns", u64, layout.conn_state)
+        queue = loaded.map("flush_queue", u32, FlushRequest)
+        counters = loaded.map("counters", u32, u64)
+        key = conn_key(os.getpid(), 7)
+        conn = layout.conn_state()
+        conn.ev.type, conn.ev.pid, conn.ev.fd = EventType.EXCHANGE, os.getpid(), 7
+        conn.ev.end_ns, conn.phase = 1, Phase.RESPONSE
+        conns[key] = conn
+        queue[0] = FlushRequest(key, 1, FLUSH_NO_SLOT)  # forced: no idleness to wait for
+        settings[Setting.FLUSH_COUNT] = 1
+        settings[Setting.AGENT_TGID] = os.getpid() + 1
+
+        assert loaded.run(FLUSH_PROGRAM) == 0
+        assert conns[key].phase == Phase.RESPONSE
+        assert sum(counters[Counter.EVENTS]) == 0
+
+        settings[Setting.AGENT_TGID] = os.getpid()
+        assert loaded.run(FLUSH_PROGRAM) == 0
+        assert conns[key].phase == Phase.IDLE
+        assert sum(counters[Counter.EVENTS]) == 1  # into the ring buffer, nobody reading
+    finally:
+        loaded.close()
+
+
 VERIFIER_LIMIT = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: instructions the verifier walks
 VERIFIER_SHARE = 0.9  # of it a program may use here: other kernels prune less well
 
@@ -288,7 +346,7 @@ def test_every_program_leaves_the_verifier_headroom(compiled: tuple[AbiLayout, o
     little less (tp_exit_io once took 996,822 of 1,000,000): each must leave a tenth."""
     from otelbpf.probes import bpf_calls
     from otelbpf.probes.compiled import extract
-    from otelbpf.probes.objects import PROG_KPROBE, PROG_TRACEPOINT, LoadedObject
+    from otelbpf.probes.objects import LoadedObject
 
     _, bpf = compiled
     loaded = LoadedObject(extract(bpf))
@@ -296,7 +354,7 @@ def test_every_program_leaves_the_verifier_headroom(compiled: tuple[AbiLayout, o
     try:
         for name, program in loaded.compiled.programs.items():
             log = bpf_calls.verifier_log(
-                PROG_KPROBE if _is_kprobe_program(name) else PROG_TRACEPOINT,
+                _kind(name),
                 name,
                 program.with_map_fds(loaded.map_fds),
                 loaded.compiled.license,
@@ -318,6 +376,7 @@ def test_loader_names_only_programs_that_exist() -> None:
     referenced |= {*tlslibs.OPENSSL_SYMBOLS.values(), *tlslibs.GNUTLS_SYMBOLS.values()}
     referenced |= {*tlslibs.GO_SYMBOLS.values(), tlslibs.C_RETURN_PROGRAM}
     referenced.add(tlslibs.GO_RETURN_PROGRAM)
+    referenced.add(FLUSH_PROGRAM)
     for entry, exit_ in SYSCALL_PROGRAMS.values():
         referenced |= {f"tp_enter_{entry}", f"syscall__{entry}"}
         if exit_ is not None:

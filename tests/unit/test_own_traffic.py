@@ -1,9 +1,12 @@
-"""The agent's own connections, told apart by the ports of its own sockets (this test process
-stands for the agent: its sockets are the ones OwnTraffic reads)."""
+"""The agent's own connections, told apart by the ports of its own sockets and what they are
+connected to (this test process stands for the agent: its sockets are the ones OwnTraffic
+reads)."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -22,9 +25,15 @@ def listener() -> Iterator[socket.socket]:
 
 def served_from(client: socket.socket) -> object:
     """A server exchange whose peer is this client socket, as a traced collector sees it."""
-    address, port = client.getsockname()
+    return served(client.getsockname(), client.getpeername())
+
+
+def served(peer: tuple, server: tuple) -> object:
     return make_exchange(
-        Role.SERVER, b"POST /v1/traces HTTP/1.1\r\n\r\n", peer=SocketAddress(address, port)
+        Role.SERVER,
+        b"POST /v1/traces HTTP/1.1\r\n\r\n",
+        peer=SocketAddress(*peer[:2]),
+        local=SocketAddress(*server[:2]),
     )
 
 
@@ -79,3 +88,45 @@ def test_other_peers_and_client_exchanges_are_not_its_own(listener: socket.socke
         assert not own.is_own(
             make_exchange(Role.SERVER, b"GET / HTTP/1.1\r\n\r\n", peer=SocketAddress("10.9.9.9", 1))
         )
+
+
+SHARING_CLIENT = """
+import socket, sys
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.connect(("127.0.0.1", int(sys.argv[2])))
+print("connected", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_traced_connection_sharing_the_agents_port_with_another_server_is_not_its_own(
+    listener: socket.socket,
+) -> None:
+    """Linux lets connections to different destinations share a local port: a traced
+    client's connection to a traced server may have the agent's export port. Its exchanges
+    are the server's, not the agent's."""
+    with socket.create_server(("127.0.0.1", 0)) as traced_server:
+        agent_side = socket.socket()
+        agent_side.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        agent_side.bind(("127.0.0.1", 0))
+        agent_side.connect(listener.getsockname())
+        port = agent_side.getsockname()[1]
+        other = subprocess.Popen(
+            [sys.executable, "-c", SHARING_CLIENT, str(port), str(traced_server.getsockname()[1])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert other.stdout.readline() == "connected\n"
+            own = OwnTraffic()
+            own.expect_new_socket()
+            shared = ("127.0.0.1", port)
+            assert own.is_own(served(shared, listener.getsockname()))
+            assert not own.is_own(served(shared, traced_server.getsockname()))
+        finally:
+            other.stdin.close()
+            other.wait()
+            agent_side.close()
