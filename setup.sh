@@ -32,6 +32,7 @@ if [ "$with_tests" = 1 ]; then
     need gnutls-bin           # gnutls-cli: a GnuTLS client under test
     need nghttp2-client       # h2load: the benchmark suite's fixed-rate load (smoke-tested)
     need gcc                  # builds the benchmark suite's syscall-tax loop (bench/apps/request_loop.c)
+    need libc6-dev            # its C headers (gcc only recommends them)
     need golang-go            # builds the Go crypto/tls server under test
     command -v node >/dev/null 2>&1 || need nodejs   # a Node.js https server under test
 fi

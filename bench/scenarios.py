@@ -451,6 +451,7 @@ class Bench:
 # the syscall-tax variants: no agent, an agent tracing only a sleeping process, an agent
 # tracing the loop itself
 TAX_VARIANTS = ("none", "untraced", "traced")
+TAX_WARMUP = 1000  # the request loop's unmeasured requests (WARMUP in request_loop.c)
 
 
 class SyscallTax:
@@ -486,15 +487,16 @@ class SyscallTax:
         return _tax_row(runs)
 
     def _run(self, variant: str, sleeper: int) -> dict:
-        loop = self.loop.start(self.bench.settings.tax_requests, self.cpu)
+        loop = None
         agent = None
         try:
+            loop = self.loop.start(self.bench.settings.tax_requests, self.cpu)
             if variant != "none":
                 traced = loop.pid if variant == "traced" else sleeper
                 agent = self.bench._agent(traced, self.receiver, f"tax-{variant}")
             figures = RequestLoop.go(loop)
         finally:
-            if loop.poll() is None:
+            if loop is not None and loop.poll() is None:
                 loop.kill()
                 loop.wait()
             if agent is not None:
@@ -532,8 +534,18 @@ def failures(results: Results) -> list[str]:
             found.append(f"flask {row['variant']}: the agent died during the run")
     for variant, row in results.tax.get("variants", {}).items():
         for number, run in enumerate(row["rounds"], 1):
-            if variant != "none" and not run.get("agent_summary"):
+            summary = run.get("agent_summary")
+            if variant != "none" and not summary:
                 found.append(f"tax {variant} round {number}: the agent printed no exit summary")
+            elif variant == "traced":
+                # both sides of every request, the unmeasured ones too, delivered or dropped
+                paired = summary.get("exchanges", 0) + summary.get("ring-buffer drops", 0)
+                expected = 2 * (run["requests"] + TAX_WARMUP)
+                if paired != expected:
+                    found.append(
+                        f"tax traced round {number}: {paired} exchanges paired in the kernel, "
+                        f"not {expected}"
+                    )
     return found
 
 

@@ -226,7 +226,11 @@ def test_tax_row_takes_medians_and_pairs_each_round_with_its_own_baseline() -> N
             _fake_tax_run(26_400.0, 0),
             _fake_tax_run(23_100.0, 0),
         ],
-        "traced": [_fake_tax_run(24_000.0, 2), _fake_tax_run(26_400.0, 2), _fake_tax_run(27_500.0)],
+        "traced": [
+            _fake_tax_run(24_000.0, 4000),
+            _fake_tax_run(26_400.0, 3990),
+            _fake_tax_run(27_500.0),
+        ],
     }
     row = _tax_row(runs)
     untraced, traced = row["variants"]["untraced"], row["variants"]["traced"]
@@ -240,7 +244,11 @@ def test_tax_row_takes_medians_and_pairs_each_round_with_its_own_baseline() -> N
         (1.1, 1.25)
     )
     assert row["variants"]["none"]["ratio_spread"] is None
-    assert traced["agent_summary"] == {"exchanges": 4, "spans": 4}
+    assert traced["agent_summary"] == {"exchanges": 7990, "spans": 7990}
     assert traced["requests"] == 3000
-    # the third traced round printed no exit summary
-    assert failures(Results(tax=row)) == ["tax traced round 3: the agent printed no exit summary"]
+    # the second traced round paired 10 exchanges short of 2 x (1,000 + 1,000); the third
+    # printed no exit summary
+    assert failures(Results(tax=row)) == [
+        "tax traced round 2: 3990 exchanges paired in the kernel, not 4000",
+        "tax traced round 3: the agent printed no exit summary",
+    ]

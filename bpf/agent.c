@@ -1061,7 +1061,8 @@ static __always_inline int mmap_enter(__u64 prot, __s64 fd) {
     return 0;
 }
 
-/* The agent pulls this trigger (a getppid() call of its own) after filling the flush queue:
+/* The agent pulls this trigger (run_flush, run on request, or a getppid() call of its own
+ * where the kernel cannot run a program on request) after filling the flush queue:
  * exchanges idle past SETTING_IDLE_NS, or forced ones, are emitted here, in the kernel, so
  * the sweep never races with the probes over a connection's state. */
 static __always_inline int flush_trigger(void) {

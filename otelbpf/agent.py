@@ -141,6 +141,7 @@ class Agent:
         decoder = Decoder(layout, MonotonicToWall())
         self._seeder = ExistingConnections(probes)
         self._own = OwnTraffic()
+        self._own_h2_connections: set[int] = set()  # conn_ids of gRPC exports, counted
         self._addresses = AddressBook()
         self._selector = selector
         self._span_options = SpanOptions(keep_query_values=config.keep_query_values)
@@ -282,7 +283,10 @@ class Agent:
                             item.conn_id, item.local, item.peer, item.pid, item.fd
                         )
                         item = dataclasses.replace(item, local=local, peer=peer)
-                    self._on_streams(self.h2.on_chunk(item))
+                    if self._own.serves_own(item.role, item.local, item.peer):
+                        self._own_h2_chunk(item.conn_id)
+                    else:
+                        self._on_streams(self.h2.on_chunk(item))
                 elif isinstance(item, AddressNotice):
                     self._addresses.learn(item.pid, item.fd, item.conn_id)
                 elif isinstance(item, AgentConnectNotice):
@@ -295,6 +299,16 @@ class Agent:
                 self.stats.internal_errors += 1
                 if self.stats.internal_errors <= 10:
                     log.exception("internal error on a record (counted; tracing goes on)")
+
+    def _own_h2_chunk(self, conn_id: int) -> None:
+        """The agent's gRPC exports, served by a traced collector: dropped, and counted once
+        per connection (as own_traffic, as an HTTP/1 export's exchange is)."""
+        if conn_id in self._own_h2_connections:
+            return
+        if len(self._own_h2_connections) >= 4096:  # bounded: a recount costs nothing
+            self._own_h2_connections.clear()
+        self._own_h2_connections.add(conn_id)
+        self.stats.skipped("own_traffic")
 
     @staticmethod
     def _needs_addresses(

@@ -234,6 +234,7 @@ class OwnTraffic:
         self._socket_fds: dict[int, int] = {}
         self._fd_names: frozenset[str] = frozenset()
         self._connected = True  # read every link at the first refresh
+        self._connecting = False  # one of our sockets had no peer at the last refresh
         self._checked = 0.0
         self._local_addresses = _local_addresses()
 
@@ -251,7 +252,7 @@ class OwnTraffic:
         self._fd_names = names
         self._connected = False
         fds = procfs.socket_fds(os.getpid())
-        if fds == self._socket_fds:
+        if fds == self._socket_fds and not self._connecting:
             return
         self._socket_fds = fds
         self._not_own.clear()  # a new socket of ours may own a port checked before
@@ -267,6 +268,8 @@ class OwnTraffic:
                 local = SocketAddress(_unmapped(address[0]), address[1])
                 endpoints.setdefault(local, set()).add(remote)
         self._endpoints = endpoints
+        # a connect() still in progress has no peer yet: read the sockets again next time
+        self._connecting = any(0 in ports for ports in endpoints.values())
 
     def recheck(self) -> None:
         """The sweep's check: only the links of the sockets known, a few system calls."""
@@ -274,7 +277,9 @@ class OwnTraffic:
             self.refresh()
 
     def _sockets_changed(self) -> bool:
-        """A known socket fd closed, or holding another socket now."""
+        """A known socket fd closed, or holding another socket now, or one was connecting."""
+        if self._connecting:
+            return True
         for fd, inode in self._socket_fds.items():
             try:
                 target = os.readlink(f"{_OWN_FDS}/{fd}")
@@ -292,17 +297,23 @@ class OwnTraffic:
         self._not_own.clear()
 
     def is_own(self, exchange: Exchange) -> bool:
-        peer = exchange.peer
-        if peer is None or exchange.role != Role.SERVER:
+        return self.serves_own(exchange.role, exchange.local, exchange.peer)
+
+    def serves_own(
+        self, role: Role, local: SocketAddress | None, peer: SocketAddress | None
+    ) -> bool:
+        """Whether a connection with these ends is a server's, serving the agent (an
+        exchange's, or an HTTP/2 chunk's: gRPC exports)."""
+        if peer is None or role != Role.SERVER:
             return False
         if peer in self._endpoints:
-            return self._connected_to(peer, exchange.local)
+            return self._connected_to(peer, local)
         if peer.address not in self._local_addresses or peer in self._not_own:
             return False  # the agent's exports to another host are that host's concern
         if time.monotonic() - self._checked >= self.CHECK_INTERVAL_S:
             self.refresh()
             if peer in self._endpoints:
-                return self._connected_to(peer, exchange.local)
+                return self._connected_to(peer, local)
             # checked against our sockets as they are: not ours until they change (bounded)
             if len(self._not_own) >= NOT_OWN_CAPACITY:
                 self._not_own.clear()
@@ -311,9 +322,11 @@ class OwnTraffic:
 
     def _connected_to(self, own: SocketAddress, server: SocketAddress | None) -> bool:
         """Whether the agent's socket at `own` is connected to this server's port (a server
-        whose own address is not known is given the benefit of the doubt)."""
+        whose own port is not known, or a socket of ours not connected yet, is given the
+        benefit of the doubt, as before ports were compared)."""
         ports = self._endpoints[own]
-        return server is None or server.port in ports or 0 in ports
+        # a server known by its listener's bind(): port 0 there says nothing
+        return server is None or server.port == 0 or server.port in ports or 0 in ports
 
 
 def _peer_port(sock: socket.socket) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Callable
 from functools import cache
@@ -19,7 +20,7 @@ from otelbpf.errors import SetupError
 LIBRARY = "libbcc_bpf.so.0"  # Debian's libbpfcc package, next to libbcc.so.0
 
 # bpf(2): its number, and the command that runs a loaded program on request
-SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+SYS_BPF = {"x86_64": 321, "aarch64": 280, "s390x": 351, "ppc64le": 361}.get(os.uname().machine)
 BPF_PROG_TEST_RUN = 10
 
 # enum bpf_probe_attach_type (bcc's libbpf.h)
@@ -135,6 +136,8 @@ def _libc() -> ctypes.CDLL:
 def test_run(program_fd: int) -> int:
     """Run a loaded raw-tracepoint program once, now, on this thread (BPF_PROG_TEST_RUN with
     no context); its return value. bcc's library has no binding for it: bpf(2) is called."""
+    if SYS_BPF is None:
+        raise OSError(errno.ENOSYS, f"bpf(2)'s number on {os.uname().machine} is not known here")
     attr = _TestRunAttr(prog_fd=program_fd)
     result = _libc().syscall(
         ctypes.c_long(SYS_BPF),

@@ -431,10 +431,14 @@ def test_server_duration_histogram(receiver, server, start_agent):
     assert own and own[0].resource["service.name"] == "otelbpf"
 
 
-def test_no_selector_traces_everyone_but_not_the_agents_own_exports(receiver, server, start_agent):
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_no_selector_traces_everyone_but_not_the_agents_own_exports(
+    receiver, server, start_agent, protocol
+):
     proc, port = server
-    # http/protobuf: the agent's exports are HTTP/1 requests the receiver (traced) serves
-    start_agent([], agent_env(receiver, "http/protobuf"))
+    # the agent's exports are HTTP/1 requests (http/protobuf) or HTTP/2 streams (grpc) that
+    # the receiver, traced like every process, serves
+    start_agent([], agent_env(receiver, protocol))
 
     python_client("keepalive", "127.0.0.1", port, "/users/1", 2)
     spans = wait_server_spans(receiver, proc.pid, 2)
@@ -442,12 +446,14 @@ def test_no_selector_traces_everyone_but_not_the_agents_own_exports(receiver, se
     receiver.wait_for_spans(lambda s: False, timeout=1.5)
     # the receiver runs in this test's process: the spans it serves (other processes on a
     # shared host may export elsewhere, and are traced too)
-    paths = {
-        s.attributes.get("url.path")
+    served = [
+        s
         for s in receiver.spans()
         if s.kind == "SERVER" and s.resource.get("process.pid") == os.getpid()
-    }
+    ]
+    paths = {s.attributes.get("url.path") for s in served}
     assert "/v1/traces" not in paths and "/v1/metrics" not in paths
+    assert not [s.name for s in served if "opentelemetry.proto.collector" in s.name]
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from otelbpf.probes.features import kprobes_available
-from otelbpf.probes.loader import LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
+from otelbpf.probes.loader import FLUSH_PROGRAM, LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
 from tests.e2e.conftest import agent_env
 from tests.e2e.harness import PYTHON, ROOT, AgentProcess, python_client
 
@@ -80,6 +80,7 @@ def test_check_reports_the_probe_mode_and_verifies_what_run_will_load(tmp_path):
     }
     programs |= {f"{prefix[1]}{exit_}" for _, exit_ in SYSCALL_PROGRAMS.values() if exit_}
     programs |= set(LIFECYCLE_TRACEPOINTS.values())
+    programs.add(FLUSH_PROGRAM)  # run on request, never attached
     source = (ROOT / "bpf" / "agent.c").read_text()
     programs |= set(re.findall(r"^int (uprobe_\w+|uretprobe_\w+)\(", source, re.MULTILINE))
     assert f"BPF programs: {len(programs)} pass the kernel's verifier (compiled in" in (
