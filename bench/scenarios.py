@@ -217,8 +217,7 @@ class Bench:
         rounds = self.settings.nginx_rounds
         runs: dict[str, list[dict]] = {variant: [] for variant in self.NGINX_VARIANTS}
         for number in range(1, rounds + 1):
-            order = self.NGINX_VARIANTS if number % 2 else self.NGINX_VARIANTS[::-1]
-            for variant in order:
+            for variant in _in_round_order(self.NGINX_VARIANTS, number - 1):
                 log.info(
                     "nginx at %d req/s for %gs, round %d/%d: %s",
                     rate, self.settings.nginx_duration_s, number, rounds,
@@ -323,8 +322,7 @@ class Bench:
         variants = self.PYTHON_VARIANTS
         runs: dict[str, list[dict]] = {variant: [] for variant in variants}
         for round_number in range(self.settings.app_rounds):
-            order = variants if round_number % 2 == 0 else variants[::-1]
-            for variant in order:
+            for variant in _in_round_order(variants, round_number):
                 runs[variant].append(self._python_variant(receiver, variant))
         for variant in variants:
             self.results.python.append(_median_run(variant, runs[variant]))
@@ -472,8 +470,7 @@ class SyscallTax:
         runs: dict[str, list[dict]] = {variant: [] for variant in TAX_VARIANTS}
         try:
             for number in range(settings.tax_rounds):
-                order = TAX_VARIANTS if number % 2 == 0 else TAX_VARIANTS[::-1]
-                for variant in order:
+                for variant in _in_round_order(TAX_VARIANTS, number):
                     runs[variant].append(self._run(variant, sleeper.pid))
                     log.info(
                         "  tax round %d %s: %.0f ns/request",
@@ -547,6 +544,13 @@ def failures(results: Results) -> list[str]:
                         f"not {expected}"
                     )
     return found
+
+
+def _in_round_order(variants: tuple[str, ...], round_index: int) -> tuple[str, ...]:
+    """The variants in the order round `round_index` (from 0) runs them: every other round in
+    reverse (A B, B A, A B ...), so that a drift of the machine's speed along the run weighs
+    the same on every variant."""
+    return variants if round_index % 2 == 0 else variants[::-1]
 
 
 def _median(values: list[float | None]) -> float | None:

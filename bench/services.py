@@ -210,7 +210,7 @@ class PythonApp:
         return stop_process(self.process, signal.SIGTERM, timeout=20)
 
 
-# --------------------------------------------------------------------------- the agent
+# --------------------------------------------------------------------------- the request loop
 
 
 class RequestLoop:
@@ -248,6 +248,9 @@ class RequestLoop:
         if loop.returncode != 0:
             raise RuntimeError(f"request_loop exited {loop.returncode}: {err.strip()}")
         return {key: float(value) for key, value in (f.split("=") for f in out.split())}
+
+
+# --------------------------------------------------------------------------- the agent
 
 
 SUMMARY = re.compile(r"otelbpf INFO stopped: (?P<summary>.*)$", re.MULTILINE)
