@@ -13,7 +13,7 @@
  * carries the whole exchange: timings, byte counts, addresses and the first bytes of each
  * direction. Reads stable interfaces: syscall arguments, tracepoint fields, uprobe registers
  * and user memory. No kernel struct layout comes from headers, so headers of another kernel
- * version compile it safely; the one struct walk (socket_endpoints) uses offsets from the
+ * version compile it safely; the struct walks (sk_endpoints, sk_of_fd) use offsets from the
  * running kernel's BTF.
  *
  * Defines set by the loader: MAX_CONNS, RINGBUF_PAGES, WAKEUP_BATCH, REQUEST_HEAD_SIZE,
@@ -269,28 +269,6 @@ static __always_inline int read_sockaddr(const void *uaddr, struct endpoint *ep)
     }
     ep->family = family;
     return 0;
-}
-
-/* Start tracking a connection; its fields are filled by the caller. */
-static __always_inline struct conn_state *new_conn(__u64 key, __u8 role) {
-    __u32 zero = 0;
-    struct conn_state *blank = zero_conn.lookup(&zero);
-    if (!blank)
-        return NULL;
-    if (conns.update(&key, blank)) {
-        count(COUNTER_CONN_FULL);
-        return NULL;
-    }
-    struct conn_state *conn = conns.lookup(&key);
-    if (!conn)
-        return NULL;
-    __u64 *next_id = conn_ids.lookup(&zero);
-    conn->ev.conn_id = next_id ? __sync_fetch_and_add(next_id, 1) + 1 : 0;
-    conn->ev.type = EVENT_EXCHANGE;
-    conn->ev.pid = key >> 32;
-    conn->ev.fd = (__u32)key;
-    conn->ev.role = role;
-    return conn;
 }
 
 /* The calling thread's entry in threads, made on its first use. */
@@ -685,6 +663,42 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
     }
 }
 
+/* The connection is closed: its exchange in progress (or its HTTP/2 stream of chunks) ends. */
+static __always_inline void close_conn(struct conn_state *conn, __u64 key, __u64 pid_tgid) {
+    if (conn->h2)
+        emit_h2_chunk(conn, NULL, 0, pid_tgid, CHUNK_F_CLOSED, 0);
+    else if (conn->phase != PHASE_IDLE)
+        finish_exchange(conn, EXCHANGE_F_CLOSED);
+    conns.delete(&key); /* finish_exchange took its answered mark */
+}
+
+/* Start tracking a connection; its fields are filled by the caller. A connection still
+ * tracked under its key had its close go unseen (close_range(), dup2(), a socket shared with
+ * another process): the descriptor names another connection now, so the old one is closed. */
+static __always_inline struct conn_state *new_conn(__u64 key, __u8 role) {
+    struct conn_state *old = conns.lookup(&key);
+    if (old)
+        close_conn(old, key, bpf_get_current_pid_tgid());
+    __u32 zero = 0;
+    struct conn_state *blank = zero_conn.lookup(&zero);
+    if (!blank)
+        return NULL;
+    if (conns.update(&key, blank)) {
+        count(COUNTER_CONN_FULL);
+        return NULL;
+    }
+    struct conn_state *conn = conns.lookup(&key);
+    if (!conn)
+        return NULL;
+    __u64 *next_id = conn_ids.lookup(&zero);
+    conn->ev.conn_id = next_id ? __sync_fetch_and_add(next_id, 1) + 1 : 0;
+    conn->ev.type = EVENT_EXCHANGE;
+    conn->ev.pid = key >> 32;
+    conn->ev.fd = (__u32)key;
+    conn->ev.role = role;
+    return conn;
+}
+
 /* ======================================= 2. socket system calls, process lifecycle */
 
 /* otelbpf socket probes' logic: connect, accept, read, write and friends, paired in the kernel.
@@ -782,9 +796,48 @@ static __always_inline int io_exit(__s32 nr, __s64 ret) {
  * needs no seeding either. Per request at 4k req/s (bpf_stats, A/B): BPF 4.22 -> 3.59 us. */
 #include <asm/unistd.h>
 
-static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret) {
+/* The system call the current task is in: its number and first argument, from x86-64's
+ * struct pt_regs (orig_ax, di), as the task entered the kernel. Plain loads the verifier
+ * checks against the kernel's BTF (bcc would make a dereference a helper call). */
+struct user_call {
+    __s64 nr;
+    __u64 fd;
+};
+static __always_inline struct pt_regs *user_registers(void) {
+    return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+static __always_inline struct user_call current_call(void) {
+    struct pt_regs *regs = user_registers();
+    struct user_call call;
+    asm volatile("%0 = *(u64 *)(%1 + 120)" : "=r"(call.nr) : "r"(regs));
+    asm volatile("%0 = *(u64 *)(%1 + 112)" : "=r"(call.fd) : "r"(regs));
+    return call;
+}
+
+#ifdef SOCK_TRACEPOINTS
+#if !defined(SOCK_OFFSETS)
+#error "socket tracepoints read the socket's addresses: SOCK_OFFSETS (the kernel's BTF) is needed"
+#endif
+static __always_inline struct conn_state *conn_of_sock(__u64 key, const char *sk);
+#endif
+
+/* nr: the system call, or -1 to read it from the registers too (socket tracepoints, where sk
+ * is the socket the data moved on). */
+static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret, const char *sk) {
     if (ret <= 0)
         return 0;
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    if (!is_traced(tgid))
+        return 0;
+    struct pt_regs *regs = user_registers();
+    /* the first three arguments: di, si and dx */
+    __u64 fd, buf, count;
+    asm volatile("%0 = *(u64 *)(%1 + 112)" : "=r"(fd) : "r"(regs));
+    asm volatile("%0 = *(u64 *)(%1 + 104)" : "=r"(buf) : "r"(regs));
+    asm volatile("%0 = *(u64 *)(%1 + 96)" : "=r"(count) : "r"(regs));
+    if (nr < 0)
+        asm volatile("%0 = *(u32 *)(%1 + 120)" : "=r"(nr) : "r"(regs));
     __u8 kind, dir;
     /* one line a syscall group, as the entry points below are written */
     switch (nr) {
@@ -796,21 +849,14 @@ static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret) {
     case __NR_sendmsg: kind = IO_MSG, dir = DIR_EGRESS; break;
     case __NR_sendfile: kind = IO_SIZE_ONLY, dir = DIR_EGRESS; break;
     default:
-        return 0;
+        return 0; /* (recvmmsg, io_uring, a kernel socket: not paired) */
     }
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    if (!is_traced(tgid))
-        return 0;
-    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    /* the first three arguments, di, si and dx of x86-64's struct pt_regs: plain loads the
-     * verifier checks against the kernel's BTF (bcc would make a dereference a helper call) */
-    __u64 fd, buf, count;
-    asm volatile("%0 = *(u64 *)(%1 + 112)" : "=r"(fd) : "r"(regs));
-    asm volatile("%0 = *(u64 *)(%1 + 104)" : "=r"(buf) : "r"(regs));
-    asm volatile("%0 = *(u64 *)(%1 + 96)" : "=r"(count) : "r"(regs));
     __u64 key = conn_key_of(tgid, fd);
+#ifdef SOCK_TRACEPOINTS
+    struct conn_state *conn = conn_of_sock(key, sk);
+#else
     struct conn_state *conn = conns.lookup(&key);
+#endif
     if (!conn)
         return 0;
     struct thread_state *thread = thread_of(pid_tgid);
@@ -929,28 +975,10 @@ static __always_inline int accept_enter(__s32 nr, __u64 listen_fd, const void *p
 }
 
 #ifdef SOCK_OFFSETS
-/* The addresses of the socket behind this task's descriptor fd, from the kernel's own structs
- * (task -> files -> fdtable -> file -> socket -> sock), at offsets taken from the running
- * kernel's BTF (otelbpf/probes/kernel_layout.py): the one place this file reads kernel structs,
- * and only when accept() was given no address buffer. */
-static __always_inline int socket_endpoints(__u32 fd, struct endpoint *local, struct endpoint *peer) {
-    char *task = (char *)bpf_get_current_task();
-    char *files = NULL, *fdt = NULL, *fds = NULL, *file = NULL, *sock = NULL, *sk = NULL;
-    __u32 max_fds = 0;
-    if (bpf_probe_read_kernel(&files, sizeof(files), task + OFF_TASK_FILES) || !files)
-        return -1;
-    if (bpf_probe_read_kernel(&fdt, sizeof(fdt), files + OFF_FILES_FDT) || !fdt)
-        return -1;
-    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), fdt + OFF_FDT_MAX_FDS) || fd >= max_fds)
-        return -1;
-    if (bpf_probe_read_kernel(&fds, sizeof(fds), fdt + OFF_FDT_FD) || !fds)
-        return -1;
-    if (bpf_probe_read_kernel(&file, sizeof(file), fds + (__u64)fd * sizeof(void *)) || !file)
-        return -1;
-    if (bpf_probe_read_kernel(&sock, sizeof(sock), file + OFF_FILE_PRIVATE_DATA) || !sock)
-        return -1;
-    if (bpf_probe_read_kernel(&sk, sizeof(sk), sock + OFF_SOCKET_SK) || !sk)
-        return -1;
+/* The addresses of a socket, from the kernel's struct sock at offsets taken from the running
+ * kernel's BTF (otelbpf/probes/kernel_layout.py): with sk_of_fd below, the one place this file
+ * reads kernel structs. */
+static __always_inline int sk_endpoints(const char *sk, struct endpoint *local, struct endpoint *peer) {
     __u16 family = 0, dport = 0, num = 0;
     if (bpf_probe_read_kernel(&family, sizeof(family), sk + OFF_SK_FAMILY))
         return -1;
@@ -972,6 +1000,29 @@ static __always_inline int socket_endpoints(__u32 fd, struct endpoint *local, st
     local->port = num;
     peer->family = local->family = family;
     return 0;
+}
+
+/* The struct sock behind this task's descriptor fd (task -> files -> fdtable -> file ->
+ * socket -> sock), read only when accept() was given no address buffer. */
+static __always_inline char *sk_of_fd(__u32 fd) {
+    char *task = (char *)bpf_get_current_task();
+    char *files = NULL, *fdt = NULL, *fds = NULL, *file = NULL, *sock = NULL, *sk = NULL;
+    __u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&files, sizeof(files), task + OFF_TASK_FILES) || !files)
+        return NULL;
+    if (bpf_probe_read_kernel(&fdt, sizeof(fdt), files + OFF_FILES_FDT) || !fdt)
+        return NULL;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), fdt + OFF_FDT_MAX_FDS) || fd >= max_fds)
+        return NULL;
+    if (bpf_probe_read_kernel(&fds, sizeof(fds), fdt + OFF_FDT_FD) || !fds)
+        return NULL;
+    if (bpf_probe_read_kernel(&file, sizeof(file), fds + (__u64)fd * sizeof(void *)) || !file)
+        return NULL;
+    if (bpf_probe_read_kernel(&sock, sizeof(sock), file + OFF_FILE_PRIVATE_DATA) || !sock)
+        return NULL;
+    if (bpf_probe_read_kernel(&sk, sizeof(sk), sock + OFF_SOCKET_SK))
+        return NULL;
+    return sk;
 }
 #endif
 
@@ -1006,7 +1057,8 @@ static __always_inline int accept_exit(__s32 nr, __s64 ret) {
          * user space reads the addresses from /proc while the connection lives */
 #ifdef SOCK_OFFSETS
         struct endpoint sock_local = {}, sock_peer = {};
-        if (socket_endpoints(ret, &sock_local, &sock_peer) == 0) {
+        char *sk = sk_of_fd(ret);
+        if (sk && sk_endpoints(sk, &sock_local, &sock_peer) == 0) {
             conn->ev.local = sock_local;
             conn->ev.peer = sock_peer;
             return 0;
@@ -1026,13 +1078,8 @@ static __always_inline int close_enter(__u64 fd) {
         return 0;
     __u64 key = conn_key_of(tgid, fd);
     struct conn_state *conn = conns.lookup(&key);
-    if (conn) {
-        if (conn->h2)
-            emit_h2_chunk(conn, NULL, 0, pid_tgid, CHUNK_F_CLOSED, 0);
-        else if (conn->phase != PHASE_IDLE)
-            finish_exchange(conn, EXCHANGE_F_CLOSED);
-        conns.delete(&key); /* finish_exchange took its answered mark */
-    }
+    if (conn)
+        close_conn(conn, key, pid_tgid);
     /* looked up first: a delete takes the bucket's lock even for a key that is not there,
      * and most closes are of files (nginx closes the file it sent on every request) */
     if (sockets.lookup(&key))
@@ -1041,10 +1088,10 @@ static __always_inline int close_enter(__u64 fd) {
 }
 
 /* A traced process mapped a file as code (a library loaded by dlopen, `import ssl`): the
- * agent looks for TLS libraries in it. Only the pid is sent; the agent reads /proc. */
-static __always_inline int mmap_enter(__u64 prot, __s64 fd) {
-    if (!(prot & 0x4) || fd < 0) /* PROT_EXEC of a file */
-        return 0;
+ * agent looks for TLS libraries in it. Only the pid is sent; the agent reads /proc. Told by
+ * mmap(PROT_EXEC) where system calls are hooked, and by the dynamic loader's
+ * _dl_debug_state() where none is (socket tracepoints). */
+static __always_inline int code_mapped(void) {
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!is_traced(tgid))
         return 0;
@@ -1059,6 +1106,12 @@ static __always_inline int mmap_enter(__u64 prot, __s64 fd) {
     event->filename[0] = 0;
     events.ringbuf_output(event, sizeof(*event), BPF_RB_FORCE_WAKEUP);
     return 0;
+}
+
+static __always_inline int mmap_enter(__u64 prot, __s64 fd) {
+    if (!(prot & 0x4) || fd < 0) /* PROT_EXEC of a file */
+        return 0;
+    return code_mapped();
 }
 
 /* The agent pulls this trigger (run_flush, run on request, or a getppid() call of its own
@@ -1095,6 +1148,200 @@ static __always_inline int flush_trigger(void) {
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------- socket tracepoints
+ * Where the kernel has BTF and bpf_task_pt_regs (x86-64), no system call is hooked at all:
+ * while any syscall tracepoint has a program, every system call of every task takes the
+ * kernel's slow path in and out (measured here: +220 to +280 ns a call, README "The toll").
+ * Data comes from sock:sock_send_length and sock:sock_recv_length, which fire inside the
+ * socket's send and receive only, and the call's descriptor and buffers from the task's user
+ * registers as at a syscall exit; connect, listen, accept and close from the TCP state
+ * changes of sock:inet_sock_set_state. */
+#ifdef SOCK_TRACEPOINTS
+/* Records laid out as tracefs's format files give them (tests/unit/test_abi.py checks). */
+struct sock_length_ctx {
+    __u64 common;
+    const char *sk;
+    __u16 family;
+    __u16 protocol;
+    __s32 ret;
+    __s32 flags;
+};
+struct inet_sock_state_ctx {
+    __u64 common;
+    const char *skaddr;
+    __s32 oldstate;
+    __s32 newstate;
+    __u16 sport; /* host order */
+    __u16 dport;
+    __u16 family;
+    __u16 protocol;
+    __u8 saddr[4];
+    __u8 daddr[4];
+    __u8 saddr_v6[16];
+    __u8 daddr_v6[16];
+};
+#define PROTO_TCP 6
+#define RECV_PEEK 2 /* MSG_PEEK: the bytes stay queued, to be read again */
+enum tcp_state_nr {
+    ST_ESTABLISHED = 1, ST_SYN_SENT = 2, ST_SYN_RECV = 3, ST_FIN_WAIT1 = 4, ST_CLOSE = 7,
+    ST_CLOSE_WAIT = 8, ST_LAST_ACK = 9, ST_LISTEN = 10,
+};
+
+/* Sockets a listener accepted (their handshake completed, in softirq, where no process is
+ * known), until a traced process moves data on one: its connection is then a server's. LRU:
+ * the accepted connections of untraced processes age out. */
+BPF_TABLE("lru_hash", __u64, __u8, accepted_socks, 16384);
+/* The connection (its conns key) each tracked socket is: when the socket reaches CLOSE, in
+ * whatever context, its connection ends, even where its process's close() was not seen
+ * (close_range(), dup2(), exit). Without it, a socket freed unseen and its memory reused by
+ * the next accept on the same descriptor passed for the same connection (an e2e test). */
+BPF_TABLE("lru_hash", __u64, __u64, sock_conns, MAX_CONNS);
+
+/* The connection behind this process's descriptor, made at its first data: an accepted
+ * socket's is a server's; one whose start was not seen (opened before tracing, not found in
+ * /proc) has its role inferred from its first data (on_data). A connection whose close went
+ * unseen is told by its sock when its descriptor names another connection (new_conn). */
+static __always_inline struct conn_state *conn_of_sock(__u64 key, const char *sk) {
+    struct conn_state *conn = conns.lookup(&key);
+    if (conn && conn->sk == (__u64)sk) {
+        if (!conn->ev.local.port) /* a client's port is chosen after the connect seen */
+            sk_endpoints(sk, &conn->ev.local, &conn->ev.peer);
+        return conn;
+    }
+    __u64 sk_key = (__u64)sk;
+    if (conn && !conn->sk) { /* seeded from /proc */
+        conn->sk = sk_key;
+        sock_conns.update(&sk_key, &key);
+        return conn;
+    }
+    __u8 role = ROLE_UNKNOWN;
+    if (accepted_socks.lookup(&sk_key)) {
+        role = ROLE_SERVER;
+        accepted_socks.delete(&sk_key);
+    }
+    conn = new_conn(key, role);
+    if (!conn)
+        return NULL;
+    conn->sk = sk_key;
+    sock_conns.update(&sk_key, &key);
+    sk_endpoints(sk, &conn->ev.local, &conn->ev.peer);
+    return conn;
+}
+
+/* The socket's connection ends: its exchange is emitted, its entries go. */
+static __always_inline void end_sock_conn(__u64 key, __u64 sk_key) {
+    sock_conns.delete(&sk_key);
+    struct conn_state *conn = conns.lookup(&key);
+    if (conn && (conn->sk == sk_key || !conn->sk))
+        close_conn(conn, key, key & 0xFFFFFFFF00000000ULL); /* (in a softirq: its process) */
+}
+
+static __always_inline int sock_data(struct sock_length_ctx *ctx) {
+    if (ctx->protocol != PROTO_TCP || (ctx->flags & RECV_PEEK))
+        return 0;
+    if (ctx->family != AF_INET && ctx->family != AF_INET6)
+        return 0;
+    return io_exit_from_registers(-1, ctx->ret, ctx->sk);
+}
+
+static __always_inline void state_endpoints(struct inet_sock_state_ctx *ctx,
+                                            struct endpoint *local, struct endpoint *peer) {
+    if (ctx->family == AF_INET) {
+        __builtin_memcpy(local->addr, ctx->saddr, 4);
+        __builtin_memcpy(peer->addr, ctx->daddr, 4);
+    } else {
+        __builtin_memcpy(local->addr, ctx->saddr_v6, 16);
+        __builtin_memcpy(peer->addr, ctx->daddr_v6, 16);
+    }
+    local->port = ctx->sport; /* 0 until connect() chooses it, right after this change */
+    peer->port = ctx->dport;
+    local->family = peer->family = ctx->family;
+}
+
+/* CLOSE -> SYN_SENT: a connect() (or a sendto() with MSG_FASTOPEN), in its caller's context. */
+static __always_inline int sock_connect(struct inet_sock_state_ctx *ctx) {
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    struct user_call call = current_call();
+    if (call.nr != __NR_connect && call.nr != __NR_sendto && call.nr != __NR_sendmsg)
+        return 0;
+    if (tgid == agent_tgid()) { /* see connect_enter */
+        struct address_request notice = {.type = EVENT_AGENT_CONNECT, .pid = tgid, .fd = call.fd};
+        events.ringbuf_output(&notice, sizeof(notice), BPF_RB_FORCE_WAKEUP);
+        return 0;
+    }
+    struct endpoint local = {}, peer = {};
+    state_endpoints(ctx, &local, &peer);
+    if (port_selected(peer.port))
+        allow(tgid);
+    if (!is_traced(tgid))
+        return 0;
+    __u64 key = conn_key_of(tgid, call.fd);
+    struct conn_state *conn = new_conn(key, ROLE_CLIENT);
+    if (conn) {
+        conn->ev.local = local;
+        conn->ev.peer = peer;
+        conn->sk = (__u64)ctx->skaddr;
+        sock_conns.update(&conn->sk, &key);
+    }
+    return 0;
+}
+
+/* ESTABLISHED or CLOSE_WAIT -> FIN_WAIT1 or LAST_ACK, in a close() of a traced process: its
+ * connection ends now, not when the peer has closed too. The socket must be the connection's,
+ * as a softirq that runs on the way out of some process's close() changes other sockets'. */
+static __always_inline int sock_close(__u64 sk_key) {
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!is_traced(tgid))
+        return 0;
+    struct user_call call = current_call();
+    if (call.nr != __NR_close)
+        return 0;
+    __u64 key = conn_key_of(tgid, call.fd);
+    __u64 *tracked = sock_conns.lookup(&sk_key);
+    if (tracked && *tracked != key)
+        return 0; /* another connection's socket */
+    end_sock_conn(key, sk_key); /* (untracked: a connection seeded from /proc, no data yet) */
+    return 0;
+}
+
+/* -> CLOSE, in any context (a reset, the end of TIME_WAIT's hand-over, an abort in close()):
+ * the socket is done, and may be freed and its memory reused by the next one. */
+static __always_inline int sock_gone(__u64 sk_key) {
+    if (accepted_socks.lookup(&sk_key)) /* never read by a traced process */
+        accepted_socks.delete(&sk_key);
+    __u64 *tracked = sock_conns.lookup(&sk_key);
+    if (tracked)
+        end_sock_conn(*tracked, sk_key);
+    return 0;
+}
+
+static __always_inline int sock_state(struct inet_sock_state_ctx *ctx) {
+    if (ctx->protocol != PROTO_TCP)
+        return 0;
+    __s32 from = ctx->oldstate, to = ctx->newstate;
+    __u64 sk_key = (__u64)ctx->skaddr;
+    if (to == ST_SYN_SENT)
+        return sock_connect(ctx);
+    if (to == ST_LISTEN) { /* listen(), in its caller's context: --port selects servers */
+        if (port_selected(ctx->sport))
+            allow(bpf_get_current_pid_tgid() >> 32);
+        return 0;
+    }
+    if (from == ST_SYN_RECV && to == ST_ESTABLISHED) {
+        __u8 one = 1;
+        accepted_socks.update(&sk_key, &one);
+        return 0;
+    }
+    if (to == ST_CLOSE)
+        return sock_gone(sk_key);
+    if ((from == ST_ESTABLISHED || from == ST_CLOSE_WAIT) &&
+        (to == ST_FIN_WAIT1 || to == ST_LAST_ACK))
+        return sock_close(sk_key);
+    return 0;
+}
+#endif
 
 /* ---------------------------------------------------------------- process lifecycle */
 
@@ -1260,7 +1507,11 @@ static __always_inline struct conn_state *tls_conn(__u32 tgid, __u64 session, __
     __u32 *fd = tls_fds.lookup(&key);
     if (fd) {
         __u64 conn_key = conn_key_of(tgid, *fd);
-        return conns.lookup(&conn_key);
+        struct conn_state *bound = conns.lookup(&conn_key);
+        if (bound)
+            return bound;
+        /* the connection it was bound to has ended (its socket reset, before the descriptor
+         * was closed): the session's memory serves a new connection now, found as below */
     }
     /* No socket call inside any call of this session yet: the stack does its socket I/O
      * outside (memory BIOs). Its ciphertext was read just before on this thread. */
@@ -1427,6 +1678,13 @@ int on_task_newtask(struct task_newtask_ctx *args) { return task_newtask(args); 
 int on_sched_process_exec(struct sched_process_exec_ctx *args) { return process_exec(args); }
 int on_sched_process_exit(void *args) { return process_exit(); }
 
+/* ---------------------------------------------------------------- socket tracepoints */
+
+#ifdef SOCK_TRACEPOINTS
+int sk_io(struct sock_length_ctx *ctx) { return sock_data(ctx); } /* send_length, recv_length */
+int sk_state(struct inet_sock_state_ctx *ctx) { return sock_state(ctx); }
+#endif
+
 /* ---------------------------------------------------------------- tracepoint entry points */
 
 #define SYS_ENTER(name) int tp_enter_##name(struct sys_enter_ctx *ctx)
@@ -1442,7 +1700,7 @@ SYS_ENTER(writev) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1],
 SYS_ENTER(sendmsg) { return io_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1], 0, IO_MSG, DIR_EGRESS); }
 SYS_ENTER(sendfile64) { return io_enter(ctx->nr, ctx->args[0], NULL, 0, IO_SIZE_ONLY, DIR_EGRESS); }
 #ifdef IO_ARGS_AT_EXIT
-SYS_EXIT(io) { return io_exit_from_registers(ctx->nr, ctx->ret); }
+SYS_EXIT(io) { return io_exit_from_registers(ctx->nr, ctx->ret, NULL); }
 #else
 SYS_EXIT(io) { return io_exit(ctx->nr, ctx->ret); }
 #endif
@@ -1541,3 +1799,9 @@ int uprobe_go_tls_read(struct pt_regs *ctx) { return go_tls_enter(ctx, DIR_INGRE
 int uprobe_go_tls_write(struct pt_regs *ctx) { return go_tls_enter(ctx, DIR_EGRESS); }
 
 int uprobe_go_tls_return(struct pt_regs *ctx) { return go_tls_return(ctx); }
+
+/* ---------------------------------------------------------------- the dynamic loader */
+
+/* glibc's and musl's _dl_debug_state(), called for debuggers whenever the loader has changed
+ * what is mapped (dlopen): hooked where no mmap() is (socket tracepoints). */
+int uprobe_dl_debug_state(struct pt_regs *ctx) { return code_mapped(); }

@@ -120,6 +120,8 @@ struct conn_state {
     __u8 tls; /* 1: a TLS library hook owns this connection's data; the socket sees ciphertext */
     __u8 h2;  /* enum h2_mode: HTTP/2 chunks go to user space in order, no pairing here */
     __u8 _pad[5];
+    __u64 sk; /* the kernel's struct sock, where the probe sees it (socket tracepoints): a
+               * descriptor reused by another connection is told from this one by it */
     __u32 h2_skip[2]; /* per direction (io dir): DATA payload bytes still to pass over */
     __u32 h2_keep[2]; /* per direction: bytes of a non-DATA frame still to copy */
     __u8 h2_header[48]; /* per direction, 24 bytes each: a frame header split between writes

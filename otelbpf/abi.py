@@ -258,6 +258,7 @@ class AbiLayout:
             ("tls", ctypes.c_uint8),
             ("h2", ctypes.c_uint8),
             ("_pad", ctypes.c_uint8 * 5),
+            ("sk", ctypes.c_uint64),
             ("h2_skip", ctypes.c_uint32 * 2),
             ("h2_keep", ctypes.c_uint32 * 2),
             ("h2_header", ctypes.c_uint8 * 48),

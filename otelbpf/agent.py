@@ -73,7 +73,9 @@ class AgentConfig:
     nice: int | None = DEFAULT_NICE  # None: left as inherited
 
 
-def probe_settings(config: AgentConfig, io_args_at_exit: bool = False) -> ProbeSettings:
+def probe_settings(
+    config: AgentConfig, io_args_at_exit: bool = False, socket_tracepoints: bool = False
+) -> ProbeSettings:
     """What the BPF programs are compiled and loaded with, for this configuration."""
     from otelbpf.probes.loader import ProbeSettings  # after the preflight: it needs bcc's paths
 
@@ -83,6 +85,7 @@ def probe_settings(config: AgentConfig, io_args_at_exit: bool = False) -> ProbeS
         ringbuf_bytes=config.ringbuf_bytes,
         idle_flush_ns=config.idle_flush_ms * 1_000_000,
         io_args_at_exit=io_args_at_exit,
+        socket_tracepoints=socket_tracepoints,
     )
 
 
@@ -122,7 +125,7 @@ class Agent:
         started = time.monotonic()
         preflight.run_all()
         # the probes need the preflight's tracefs and headers: imported here, after it
-        from otelbpf.probes.features import choose_probe_mode, io_args_at_exit
+        from otelbpf.probes.features import ProbeMode, choose_probe_mode, io_args_at_exit
         from otelbpf.probes.loader import SocketProbes
 
         config = self.config
@@ -133,7 +136,7 @@ class Agent:
         io_args = io_args_at_exit(choice.mode)
         log.info("read and write arguments: %s", io_args.reason)
 
-        settings = probe_settings(config, io_args.at_exit)
+        settings = probe_settings(config, io_args.at_exit, choice.mode is ProbeMode.SOCKET)
         layout = settings.layout
         self.telemetry = self._build_telemetry()
         self.probes = probes = SocketProbes(settings, choice.mode)
@@ -146,7 +149,10 @@ class Agent:
         self._selector = selector
         self._span_options = SpanOptions(keep_query_values=config.keep_query_values)
         self._http_spans = HttpSpanMemo(self._span_options)
-        self.tls = TlsWatcher(probes.tls.attach if config.tls else None)
+        self.tls = TlsWatcher(
+            probes.tls.attach if config.tls else None,
+            watch_loader=probes.hook_loader if config.tls and probes.hooks_loaders else None,
+        )
         self.h2 = Http2Streams(probes.mark_h2)
         probes.open_events(self._records.append)
         try:
@@ -380,8 +386,8 @@ class Agent:
                 # describe the process while it lives: a short one is gone when its spans go
                 self.telemetry.process(notice.pid, notice.comm)
                 # the program itself (OpenSSL linked in, Go) right after this batch of events;
-                # the libraries the dynamic loader maps next come as MMAP_EXEC notices, or
-                # are hooked already
+                # the libraries the dynamic loader maps next come as MMAP_EXEC notices (of
+                # mmap() or of the loader's own hook), or are hooked already
                 self.tls.schedule(notice.pid)
         elif notice.kind is EventType.MMAP_EXEC:
             self.tls.schedule(notice.pid)

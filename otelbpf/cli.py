@@ -94,10 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     kernel = run.add_argument_group("kernel side")
     kernel.add_argument(
         "--probe-mode",
-        choices=("kprobe", "tracepoint"),
+        choices=("socket", "kprobe", "tracepoint"),
         default=config.env_str(config.OTELBPF_PROBE_MODE),
-        help="how socket calls are hooked (default: kprobes where the kernel "
-        "has them, else syscall tracepoints)",
+        help="how socket calls are hooked (default: socket tracepoints where the kernel "
+        "has them with BTF, Linux 6.3 on x86-64; else kprobes; else syscall tracepoints)",
     )
     kernel.add_argument(
         "--request-head-size",
@@ -212,7 +212,12 @@ def _check(parser: argparse.ArgumentParser) -> int:
     from otelbpf import preflight
     from otelbpf.agent import probe_settings
     from otelbpf.probes import kernel_layout
-    from otelbpf.probes.features import choose_probe_mode, io_args_at_exit, kprobes_available
+    from otelbpf.probes.features import (
+        ProbeMode,
+        choose_probe_mode,
+        io_args_at_exit,
+        kprobes_available,
+    )
 
     headers = preflight.run_all()  # privileges, tracefs, headers and bcc, in that order
     print(f"tracefs: {preflight.ensure_tracefs()}")
@@ -229,7 +234,11 @@ def _check(parser: argparse.ArgumentParser) -> int:
     # the programs `otelbpf run` would load with its defaults (and this environment's
     # variables): compiled, or taken from the cache, and every one through the verifier.
     # The compile is cached, so the first `run` after a check starts without compiling.
-    settings = probe_settings(_agent_config(parser.parse_args(["run"])), io_args.at_exit)
+    settings = probe_settings(
+        _agent_config(parser.parse_args(["run"])),
+        io_args.at_exit,
+        choice.mode is ProbeMode.SOCKET,
+    )
     verified = verify_programs(settings, choice.mode)
     source = "from the cache" if verified.from_cache else f"compiled in {verified.compile_s:.1f}s"
     print(

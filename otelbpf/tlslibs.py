@@ -218,6 +218,27 @@ def _mapped_files(pid: int) -> list[str]:
     return paths
 
 
+# The dynamic loaders (glibc's, musl's): their _dl_debug_state() tells of libraries loaded
+# later, where no mmap() is hooked (probes/loader.py).
+_LOADER_FILE = re.compile(r"^ld-(linux|musl)[-\w.]*\.so")
+LOADER_PATTERNS = ("ld-linux*.so*", "ld-musl*.so*")
+
+
+def loaders_of(pid: int) -> list[tuple[str, tuple[int, int]]]:
+    """The dynamic loader process pid runs under, as (reachable path, file id): none for a
+    static executable."""
+    found = []
+    for path in _mapped_files(pid):
+        if _LOADER_FILE.match(os.path.basename(path)):
+            reachable = f"/proc/{pid}/root{path}"
+            try:
+                stat = os.stat(reachable)
+            except OSError:
+                continue
+            found.append((reachable, (stat.st_dev, stat.st_ino)))
+    return found
+
+
 def libraries_of(pid: int) -> list[TlsLibrary]:
     """The TLS stacks process pid has mapped now, with their hooks."""
     found: list[TlsLibrary] = []

@@ -1,7 +1,9 @@
 """TLS coverage: finds the TLS libraries of traced processes, has them hooked, and reports.
 
 Traced processes are scanned at start-up, after exec, and whenever the kernel says one mapped a
-file as code (dlopen; Python's `import ssl`). Each library file is hooked once. What is hooked,
+file as code (dlopen; Python's `import ssl`): through its mmap() hook, or, where no system call
+is hooked, through a hook on the dynamic loader, which this module has the probes set on each
+loader it finds. Each library file is hooked once. What is hooked,
 and which processes send TLS no hook decrypts, is written to a status file that
 `otelbpf coverage` reads (one file per agent, in status_dir()).
 """
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from otelbpf.config import DEFAULT_STATUS_DIR, OTELBPF_STATUS_DIR
-from otelbpf.tlslibs import TlsLibrary, inspect_file, libraries_of
+from otelbpf.tlslibs import LOADER_PATTERNS, TlsLibrary, inspect_file, libraries_of, loaders_of
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,11 @@ class TlsWatcher:
         self,
         attach: Callable[[TlsLibrary, int], object] | None,
         status_path: Path | None = None,
+        watch_loader: Callable[[str, tuple[int, int]], bool] | None = None,
     ) -> None:
         self._attach = attach  # None: TLS hooking is off (--no-tls)
+        # hooks a dynamic loader (path, file id), True if it was new; None: mmap() tells
+        self._watch_loader = watch_loader
         self._status_path = status_path or status_path_of(os.getpid())
         self._due: dict[int, float] = {}
         self.libraries: dict[tuple[int, int], TlsLibrary] = {}
@@ -75,6 +80,10 @@ class TlsWatcher:
             self.write_status()
 
     def scan(self, pid: int) -> list[TlsLibrary]:
+        if self._watch_loader is not None:
+            # the loader first: a library it loads after the maps are read below is told
+            for path, file_id in loaders_of(pid):
+                self._watch_loader(path, file_id)
         found = libraries_of(pid)
         for library in found:
             users = self.users.setdefault(library.file_id, set())
@@ -89,9 +98,18 @@ class TlsWatcher:
         return found
 
     def hook_system_libraries(self) -> int:
-        """Hook the TLS libraries installed on the host; returns how many files."""
+        """Hook the TLS libraries installed on the host (and its dynamic loaders, where they
+        are watched); returns how many TLS library files."""
         hooked = 0
         for directory in SYSTEM_LIBRARY_DIRS:
+            if self._watch_loader is not None:
+                for pattern in LOADER_PATTERNS:
+                    for path in Path(directory).glob(pattern):
+                        try:
+                            stat = path.resolve(strict=True).stat()
+                        except OSError:
+                            continue
+                        self._watch_loader(str(path.resolve()), (stat.st_dev, stat.st_ino))
             for pattern in SYSTEM_LIBRARY_PATTERNS:
                 for path in Path(directory).glob(pattern):
                     try:

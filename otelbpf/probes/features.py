@@ -1,15 +1,18 @@
-"""Which way the socket calls are hooked on this kernel: kprobes or syscall tracepoints.
+"""Which way the socket calls are hooked on this kernel: socket tracepoints, kprobes or
+syscall tracepoints.
 
 Decided once at start-up by looking at what the kernel offers, logged, and overridable with
---probe-mode. Kprobes on the syscall functions are preferred where they exist: syscall
-tracepoints put every syscall of every task on the tracing slow path, while a kprobe costs
-only the calls it is attached to. Kernels built without CONFIG_KPROBES (like the one these
-tests run on) get the tracepoint path.
+--probe-mode. Socket tracepoints are preferred where the kernel has them (Linux 6.3's
+sock:sock_send_length / sock_recv_length, with BTF and bpf_task_pt_regs, on x86-64): they fire
+only for socket sends and receives, and no system call is hooked. Next kprobes on the syscall
+functions, which cost only the calls they are attached to. Last syscall tracepoints: while any
+has a program, every system call of every task takes the kernel's slow path.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import platform
 import struct
@@ -18,13 +21,24 @@ from dataclasses import dataclass
 from otelbpf.config import OTELBPF_IO_ARGS
 from otelbpf.errors import SetupError
 
+log = logging.getLogger(__name__)
+
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
 class ProbeMode(enum.Enum):
+    SOCKET = "socket"  # sock: and inet_sock_set_state tracepoints, no system call hooked
     KPROBE = "kprobe"
     TRACEPOINT = "tracepoint"
+
+
+# The tracepoints socket mode attaches, and why each is there.
+SOCKET_TRACEPOINTS = (
+    "sock/sock_send_length",  # data sent on a socket
+    "sock/sock_recv_length",  # data received
+    "sock/inet_sock_set_state",  # connect, listen, accept, close
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,39 @@ def syscall_tracepoints_available() -> bool:
     return any(os.path.isdir(f"{root}/events/syscalls") for root in TRACEFS_ROOTS)
 
 
+def socket_tracepoints_missing() -> str | None:
+    """Why socket mode cannot run here, or None when it can."""
+    if platform.machine() != "x86_64":  # the user registers' offsets in agent.c are x86-64's
+        return "not x86-64"
+    roots = [root for root in TRACEFS_ROOTS if os.path.isdir(f"{root}/events")]
+    for event in SOCKET_TRACEPOINTS:
+        if not any(os.path.isdir(f"{root}/events/{event}") for root in roots):
+            return f"no {event.replace('/', ':')} tracepoint (Linux 6.3 and later have it)"
+    if not task_pt_regs_available():
+        return "no bpf_task_pt_regs (BTF, Linux 5.15)"
+    from otelbpf.probes import kernel_layout
+
+    if not kernel_layout.cflags():  # (which logs why)
+        return "the kernel's BTF does not give struct sock's layout"
+    return None
+
+
 def choose_probe_mode(forced: str | None = None) -> ProbeChoice:
+    if forced == ProbeMode.SOCKET.value:
+        missing = socket_tracepoints_missing()
+        if missing is not None:
+            raise SetupError(
+                f"--probe-mode socket was asked for, but this kernel cannot run it: {missing}",
+                "use --probe-mode tracepoint or kprobe, or leave --probe-mode out",
+            )
+        return ProbeChoice(ProbeMode.SOCKET, "forced by --probe-mode")
+    if forced is None:
+        missing = socket_tracepoints_missing()
+        if missing is None:
+            return ProbeChoice(
+                ProbeMode.SOCKET, "kernel has socket tracepoints and BTF: no system call hooked"
+            )
+        log.info("socket tracepoints not used: %s", missing)
     has_kprobes = kprobes_available()
     has_tracepoints = syscall_tracepoints_available()
     if forced == ProbeMode.KPROBE.value:
@@ -96,17 +142,26 @@ def io_args_at_exit(mode: ProbeMode) -> IoArgsChoice:
     """Whether read/write exits read their arguments from the task's saved user registers, so
     that those calls need no entry hook (one hook and two map lookups fewer per call). Only
     with tracepoints: a kretprobe's registers are the kernel function's."""
+    if mode is ProbeMode.SOCKET:
+        return IoArgsChoice(True, "socket tracepoints: arguments read from the user registers")
     if mode is not ProbeMode.TRACEPOINT:
         return IoArgsChoice(False, "kprobes: arguments kept from the entry hooks")
     if platform.machine() != "x86_64":  # the registers' offsets in agent.c are x86-64's
         return IoArgsChoice(False, "not x86-64: arguments kept from the entry hooks")
     if os.environ.get(OTELBPF_IO_ARGS) == "entry":
         return IoArgsChoice(False, f"arguments kept from the entry hooks ({OTELBPF_IO_ARGS}=entry)")
+    if not task_pt_regs_available():
+        return IoArgsChoice(False, "no bpf_task_pt_regs (BTF, 5.15): arguments kept from entries")
+    return IoArgsChoice(True, "arguments read from the user registers at the exit")
+
+
+def task_pt_regs_available() -> bool:
+    """Whether the kernel loads a tracepoint program that reads the task's user registers."""
     from otelbpf.probes import bpf_calls
 
     try:
         fd = bpf_calls.load_program(5, "otelbpf_regs", _TASK_PT_REGS_PROBE, "GPL", 0)
     except OSError:
-        return IoArgsChoice(False, "no bpf_task_pt_regs (BTF, 5.15): arguments kept from entries")
+        return False
     os.close(fd)
-    return IoArgsChoice(True, "arguments read from the user registers at the exit")
+    return True

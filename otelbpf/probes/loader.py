@@ -38,7 +38,7 @@ from otelbpf.abi import (
     conn_key,
 )
 from otelbpf.errors import SetupError
-from otelbpf.probes import compiled, kernel_layout
+from otelbpf.probes import bpf_calls, compiled, kernel_layout
 from otelbpf.probes.answered import AnsweredMarks
 from otelbpf.probes.bpf_calls import RingBuffer
 from otelbpf.probes.features import ProbeMode
@@ -80,6 +80,15 @@ SYSCALL_PROGRAMS: dict[str, tuple[str, str | None]] = {
 # one syscall hook fewer, toward none (while any syscall tracepoint has a program, every system
 # call of every task takes the kernel's slow path; README, "The toll").
 FLUSH_PROGRAM = "run_flush"
+# Socket mode (features.ProbeMode.SOCKET): tracepoint -> program, and no system call hooked.
+SOCKET_TRACEPOINT_PROGRAMS = {
+    "sock:sock_send_length": "sk_io",
+    "sock:sock_recv_length": "sk_io",
+    "sock:inet_sock_set_state": "sk_state",
+}
+# Where no mmap() is hooked, libraries loaded later (dlopen) are told by the dynamic loader.
+LOADER_SYMBOL = "_dl_debug_state"
+LOADER_PROGRAM = "uprobe_dl_debug_state"
 LIFECYCLE_TRACEPOINTS = {
     "task:task_newtask": "on_task_newtask",
     "sched:sched_process_exec": "on_sched_process_exec",
@@ -94,6 +103,7 @@ class ProbeSettings:
     ringbuf_bytes: int = 8 << 20
     idle_flush_ns: int = 500_000_000
     io_args_at_exit: bool = False  # see features.io_args_at_exit
+    socket_tracepoints: bool = False  # ProbeMode.SOCKET: its programs compiled in
 
     @property
     def wakeup_batch(self) -> int:
@@ -124,7 +134,8 @@ class ProbeSettings:
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             f"-DWAKEUP_BATCH={self.wakeup_batch}",
             "-Wno-unused-function",
-            *(["-DIO_ARGS_AT_EXIT"] if self.io_args_at_exit else []),
+            *(["-DIO_ARGS_AT_EXIT"] if self.io_args_at_exit or self.socket_tracepoints else []),
+            *(["-DSOCK_TRACEPOINTS"] if self.socket_tracepoints else []),
             *self.layout.cflags,
             *kernel_layout.cflags(),
         ]
@@ -203,6 +214,7 @@ class SocketProbes:
         self._ring: MappedRingBuffer | RingBuffer | None = None
         self._flush_on_request = False  # set by attach(): FLUSH_PROGRAM runs here
         self.tls = TlsHooks(self.bpf)
+        self._loaders: dict[tuple[int, int], bool] = {}  # loader file -> hooked
         self.set_idle_flush_ns(settings.idle_flush_ns)
         self._set(Setting.AGENT_TGID, os.getpid())
 
@@ -210,22 +222,34 @@ class SocketProbes:
 
     def _syscall_programs(self, entry: str, exit_: str | None) -> tuple[str | None, str | None]:
         """The programs this probe mode hooks a syscall's entry and exit with (None: no hook)."""
-        if self.mode is ProbeMode.TRACEPOINT:
+        if self.mode is not ProbeMode.KPROBE:
             if exit_ == "io" and self.settings.io_args_at_exit:
                 return None, "tp_exit_io"  # the exit reads the arguments itself
             return f"tp_enter_{entry}", f"tp_exit_{exit_}" if exit_ else None
         return f"syscall__{entry}", f"kret_{exit_}" if exit_ else None
 
+    @property
+    def hooks_loaders(self) -> bool:
+        """Libraries loaded later are told by the dynamic loader's uprobe, not mmap()."""
+        return self.mode is ProbeMode.SOCKET
+
+    def _hooked_syscalls(self) -> dict[str, tuple[str, str | None]]:
+        if self.mode is ProbeMode.SOCKET:
+            return {}  # (getppid, if the flush trigger needs it, is added at attach)
+        return SYSCALL_PROGRAMS
+
     def preload(self, tls: bool) -> list[tuple[str, int]]:
         """Start the verifier on every program attach() will use (and the TLS uprobes');
         returns them, as (name, program type)."""
-        kind = PROG_TRACEPOINT if self.mode is ProbeMode.TRACEPOINT else PROG_KPROBE
+        kind = PROG_KPROBE if self.mode is ProbeMode.KPROBE else PROG_TRACEPOINT
         wanted = [
             (program, kind)
-            for hooks in SYSCALL_PROGRAMS.values()
+            for hooks in self._hooked_syscalls().values()
             for program in self._syscall_programs(*hooks)
             if program
         ]
+        if self.mode is ProbeMode.SOCKET:
+            wanted += [(name, PROG_TRACEPOINT) for name in set(SOCKET_TRACEPOINT_PROGRAMS.values())]
         wanted += [(name, PROG_TRACEPOINT) for name in LIFECYCLE_TRACEPOINTS.values()]
         wanted.append((FLUSH_PROGRAM, PROG_RAW_TRACEPOINT))
         if tls:
@@ -233,6 +257,7 @@ class SocketProbes:
                 (name, PROG_KPROBE)
                 for name in self.bpf.compiled.programs
                 if name.startswith(("uprobe_", "uretprobe_"))
+                and (name != LOADER_PROGRAM or self.hooks_loaders)
             ]
         self.bpf.preload(wanted)
         return wanted
@@ -240,11 +265,17 @@ class SocketProbes:
     def attach(self) -> None:
         started = time.monotonic()
         self._flush_on_request = self._flush_runs_on_request()
-        for syscall, hooks in SYSCALL_PROGRAMS.items():
-            if syscall == "getppid" and self._flush_on_request:
-                continue
+        syscalls = dict(self._hooked_syscalls())
+        if self._flush_on_request:
+            syscalls.pop("getppid", None)
+        else:
+            syscalls["getppid"] = SYSCALL_PROGRAMS["getppid"]
+        if self.mode is ProbeMode.SOCKET:
+            for tracepoint, program in SOCKET_TRACEPOINT_PROGRAMS.items():
+                self._attach_tracepoint(tracepoint, program)
+        for syscall, hooks in syscalls.items():
             on_entry, on_exit = self._syscall_programs(*hooks)
-            if self.mode is ProbeMode.TRACEPOINT:
+            if self.mode is not ProbeMode.KPROBE:
                 if on_entry:
                     self._attach_tracepoint(f"syscalls:sys_enter_{syscall}", on_entry)
                 if on_exit:
@@ -277,6 +308,23 @@ class SocketProbes:
         except OSError as error:
             log.info("flush trigger: a getppid() hook (%s)", error.strerror)
             return False
+        return True
+
+    def hook_loader(self, path: str, file_id: tuple[int, int]) -> bool:
+        """Hook this dynamic loader's _dl_debug_state (once per file); True when newly hooked."""
+        if file_id in self._loaders:
+            return False
+        try:
+            offset = bpf_calls.symbol_offset(path, LOADER_SYMBOL)
+            self.bpf.attach_uprobe(path, offset, LOADER_PROGRAM)
+        except OSError as error:
+            self._loaders[file_id] = False
+            log.warning(
+                "libraries %s loads later (dlopen) are not looked at for TLS: %s", path, error
+            )
+            return False
+        self._loaders[file_id] = True
+        log.info("dynamic loader %s hooked: libraries loaded later are looked at", path)
         return True
 
     def _attach_tracepoint(self, tracepoint: str, program: str) -> None:

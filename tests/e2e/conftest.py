@@ -30,14 +30,24 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield running
 
 
-def agent_env(receiver: OtlpReceiver, protocol: str = "grpc") -> dict[str, str]:
+# Where a test runs in each: this kernel's default (socket tracepoints, no system call
+# hooked), and the syscall tracepoints kernels before 6.3 get.
+PROBE_MODES = ["socket", "tracepoint"]
+
+
+def agent_env(
+    receiver: OtlpReceiver, protocol: str = "grpc", probe_mode: str | None = None
+) -> dict[str, str]:
     endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
-    return {
+    env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
     }
+    if probe_mode is not None:
+        env["OTELBPF_PROBE_MODE"] = probe_mode
+    return env
 
 
 @pytest.fixture

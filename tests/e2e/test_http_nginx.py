@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import agent_env, require
+from tests.e2e.conftest import PROBE_MODES, agent_env, require
 from tests.e2e.harness import NginxServer, curl, free_port, python_client
 
 WWW = {
@@ -41,11 +41,13 @@ def nginx(tmp_path: Path) -> Iterator[Nginx]:
     server.stop()
 
 
-def test_nginx_server_and_curl_client_spans(receiver, nginx, start_agent):
+@pytest.mark.parametrize("probe_mode", PROBE_MODES)
+def test_nginx_server_and_curl_client_spans(receiver, nginx, start_agent, probe_mode):
     nginx.start()
     require("curl")
     # nginx by pid (its worker is its child); curl by name, started after the agent
-    start_agent(["--pid", str(nginx.master_pid), "--exe", "curl"], agent_env(receiver))
+    env = agent_env(receiver, probe_mode=probe_mode)
+    start_agent(["--pid", str(nginx.master_pid), "--exe", "curl"], env)
     base = f"http://127.0.0.1:{nginx.port}"
 
     assert curl(f"{base}/index.html").stdout == "200"

@@ -6,11 +6,12 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import subprocess
 
 import pytest
 
-from tests.e2e.conftest import agent_env, require
+from tests.e2e.conftest import PROBE_MODES, agent_env, require
 from tests.e2e.harness import APPS, PYTHON, Background, curl, free_port, python_client
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
@@ -64,9 +65,10 @@ def test_keepalive_requests_give_one_span_each(receiver, server, start_agent, pr
     assert len({s.trace_id for s in spans}) == 5
 
 
-def test_concurrent_connections(receiver, server, start_agent):
+@pytest.mark.parametrize("probe_mode", PROBE_MODES)
+def test_concurrent_connections(receiver, server, start_agent, probe_mode):
     proc, port = server
-    start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver, probe_mode=probe_mode))
 
     python_client("concurrent", "127.0.0.1", port, 8, 3)
 
@@ -150,13 +152,16 @@ def test_chunked_and_one_mebibyte_responses(receiver, server, start_agent):
     assert big.duration_ns >= 300 * MS
 
 
-@pytest.mark.parametrize("io_args", ["exit", "entry"])
+@pytest.mark.parametrize("io_args", ["socket", "exit", "entry"])
 def test_connection_opened_before_the_agent(receiver, server, start_agent, io_args):
-    """The server thread is blocked in its read when the probes attach. Both ways of getting
-    a read's arguments: from the registers at its exit (this kernel's default), and from the
-    entry hook, with the blocked call seeded from /proc (kernels without bpf_task_pt_regs)."""
+    """The server thread is blocked in its read when the probes attach. Every way of getting
+    a read's arguments: from the registers inside the socket's receive (socket tracepoints,
+    this kernel's default) or at the syscall's exit (syscall tracepoints on kernels before
+    6.3), and from the entry hook, with the blocked call seeded from /proc (kernels without
+    bpf_task_pt_regs)."""
     proc, port = server
     env = agent_env(receiver)
+    env["OTELBPF_PROBE_MODE"] = "socket" if io_args == "socket" else "tracepoint"
     if io_args == "entry":
         env["OTELBPF_IO_ARGS"] = "entry"
     client = Background(
@@ -166,8 +171,12 @@ def test_connection_opened_before_the_agent(receiver, server, start_agent, io_ar
         assert client.process.stdout.readline().strip() == "connected"
         assert client.send("/before") == "done 200"
         agent = start_agent(["--pid", str(proc.pid)], env)
-        expected = "kept from the entry hooks" if io_args == "entry" else "read from the user"
-        assert f"read and write arguments: arguments {expected}" in agent.stderr
+        expected = {
+            "socket": "socket tracepoints: arguments read from the user registers",
+            "exit": "arguments read from the user registers at the exit",
+            "entry": "arguments kept from the entry hooks",
+        }[io_args]
+        assert f"read and write arguments: {expected}" in agent.stderr
         assert client.send("/after/1") == "done 200"
         assert client.send("/after/2") == "done 200"
         spans = wait_server_spans(receiver, proc.pid, 2)
@@ -262,10 +271,13 @@ def test_requests_read_with_recvmsg_and_answered_with_sendmsg(receiver, start_ag
         assert span.attributes["http.response.body.size"] == 5  # Content-Length, 3rd slice
 
 
-def test_client_spans_from_a_process_started_after_the_agent(receiver, server, start_agent):
+@pytest.mark.parametrize("probe_mode", PROBE_MODES)
+def test_client_spans_from_a_process_started_after_the_agent(
+    receiver, server, start_agent, probe_mode
+):
     _proc, port = server
     require("curl")
-    start_agent(["--exe", "curl"], agent_env(receiver))
+    start_agent(["--exe", "curl"], agent_env(receiver, probe_mode=probe_mode))
 
     assert curl(f"http://127.0.0.1:{port}/users/42?q=x").stdout == "200"
     assert curl(f"http://127.0.0.1:{port}/status/503").stdout == "503"
@@ -499,3 +511,37 @@ def test_client_address_of_an_accept_without_address_buffer(receiver, start_agen
     assert attrs["client.address"] == host
     assert attrs["client.port"] == int(client_port)
     assert attrs["server.port"] == port
+
+
+@pytest.mark.parametrize("probe_mode", PROBE_MODES)
+def test_a_connection_whose_close_went_unseen(receiver, start_agent, probe_mode):
+    """The server ends each connection with close_range(2), which no probe takes for a close,
+    and its next connection gets the same descriptor (and, in the kernel, often the same
+    socket memory). Each exchange is emitted once, with its own client's port, rather than lost
+    or joined to the next connection's. With socket tracepoints a connection ends when its
+    socket reaches CLOSE, so the third one's exchange comes too; with syscall tracepoints it
+    ends when its descriptor is reused, so the third waits. The idle sweep is kept out of it."""
+    port = free_port()
+    app = Background([PYTHON, str(APPS / "close_range_server.py"), str(port)], ready_line="ready")
+    env = agent_env(receiver, probe_mode=probe_mode)
+    paths = ["/first", "/second", "/third"]
+    expected = paths if probe_mode == "socket" else paths[:2]
+    try:
+        start_agent(["--pid", str(app.pid), "--idle-flush-ms", "60000"], env)
+        client_ports, descriptors = {}, set()
+        for path in paths:
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                client_ports[path] = client.getsockname()[1]
+                client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert client.recv(4096).endswith(b"hello")
+            descriptors.add(app.process.stdout.readline().strip())
+        assert len(descriptors) == 1  # one descriptor number for all three
+        wait_server_spans(receiver, app.pid, len(expected))
+        receiver.wait_for_spans(lambda s: False, timeout=1.0)  # nothing else may arrive
+        spans = server_spans(receiver.spans(), app.pid)
+    finally:
+        app.stop()
+    got = sorted((s.attributes["url.path"], s.attributes["client.port"]) for s in spans)
+    assert got == sorted((path, client_ports[path]) for path in expected)
+    for span in spans:
+        assert span.attributes["http.response.status_code"] == 200

@@ -9,8 +9,14 @@ import subprocess
 
 import pytest
 
-from otelbpf.probes.features import kprobes_available
-from otelbpf.probes.loader import FLUSH_PROGRAM, LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
+from otelbpf.probes.features import kprobes_available, socket_tracepoints_missing
+from otelbpf.probes.loader import (
+    FLUSH_PROGRAM,
+    LIFECYCLE_TRACEPOINTS,
+    LOADER_PROGRAM,
+    SOCKET_TRACEPOINT_PROGRAMS,
+    SYSCALL_PROGRAMS,
+)
 from tests.e2e.conftest import agent_env
 from tests.e2e.harness import PYTHON, ROOT, AgentProcess, python_client
 
@@ -67,22 +73,29 @@ def test_check_reports_the_probe_mode_and_verifies_what_run_will_load(tmp_path):
     env = {**os.environ, "OTELBPF_CACHE_DIR": str(tmp_path)}
     result = run_agent("check", env=env)
     assert result.returncode == 0, result.stderr
-    expected = "kprobe" if kprobes_available() else "tracepoint"
+    if socket_tracepoints_missing() is None:
+        expected = "socket"
+    else:
+        expected = "kprobe" if kprobes_available() else "tracepoint"
     assert f"probe mode: {expected}" in result.stdout
-    prefix = ("tp_enter_", "tp_exit_") if expected == "tracepoint" else ("syscall__", "kret_")
-    # reads and writes need no entry program where their exit reads the registers
-    at_exit = "read and write arguments: arguments read from the user registers" in result.stdout
-    assert at_exit == (expected == "tracepoint")  # this kernel has bpf_task_pt_regs
-    programs = {
-        f"{prefix[0]}{entry}"
-        for entry, exit_ in SYSCALL_PROGRAMS.values()
-        if not (at_exit and exit_ == "io")
-    }
-    programs |= {f"{prefix[1]}{exit_}" for _, exit_ in SYSCALL_PROGRAMS.values() if exit_}
+    source = (ROOT / "bpf" / "agent.c").read_text()
+    uprobes = set(re.findall(r"^int (uprobe_\w+|uretprobe_\w+)\(", source, re.MULTILINE))
+    if expected == "socket":  # no system call hooked; the loader's uprobe tells of dlopen
+        programs = set(SOCKET_TRACEPOINT_PROGRAMS.values()) | uprobes
+    else:
+        prefix = ("tp_enter_", "tp_exit_") if expected == "tracepoint" else ("syscall__", "kret_")
+        # reads and writes need no entry program where their exit reads the registers
+        at_exit = "arguments read from the user registers" in result.stdout
+        assert at_exit == (expected == "tracepoint")  # this kernel has bpf_task_pt_regs
+        programs = {
+            f"{prefix[0]}{entry}"
+            for entry, exit_ in SYSCALL_PROGRAMS.values()
+            if not (at_exit and exit_ == "io")
+        }
+        programs |= {f"{prefix[1]}{exit_}" for _, exit_ in SYSCALL_PROGRAMS.values() if exit_}
+        programs |= uprobes - {LOADER_PROGRAM}
     programs |= set(LIFECYCLE_TRACEPOINTS.values())
     programs.add(FLUSH_PROGRAM)  # run on request, never attached
-    source = (ROOT / "bpf" / "agent.c").read_text()
-    programs |= set(re.findall(r"^int (uprobe_\w+|uretprobe_\w+)\(", source, re.MULTILINE))
     assert f"BPF programs: {len(programs)} pass the kernel's verifier (compiled in" in (
         result.stdout
     )

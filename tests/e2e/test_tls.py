@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import agent_env, require
+from otelbpf.tlswatch import SYSTEM_LIBRARY_DIRS
+from tests.e2e.conftest import PROBE_MODES, agent_env, require
 from tests.e2e.harness import (
     APPS,
     PYTHON,
@@ -260,6 +262,42 @@ def test_python_client_that_loads_libssl_after_the_agent_started(
         assert_client_span(span, f"https://127.0.0.1:{port}/users/3", "GET", 200)
         assert span.attributes["server.port"] == port
         assert span.resource["service.name"] == PYTHON_EXE
+
+
+# Loads a library by its path when told, as a program's plugin or a wheel's bundled libssl does.
+_LATE_LOADER = """
+import ctypes, sys
+print("waiting", flush=True)
+for line in sys.stdin:
+    ctypes.CDLL(line.strip())
+    print("loaded", flush=True)
+"""
+
+
+@pytest.mark.parametrize("probe_mode", PROBE_MODES)
+def test_a_tls_library_loaded_later_from_outside_the_system_folders_is_hooked(
+    receiver, start_agent, owned, tmp_path, probe_mode
+):
+    """A libssl the agent cannot have hooked at start-up (not in a system folder, not mapped
+    yet), loaded with dlopen() while tracing: the kernel tells of the new code, through the
+    mmap() hook (syscall tracepoints) or the dynamic loader's (socket tracepoints, where no
+    system call is hooked), and the agent hooks the file for that process."""
+    system_libssl = next(
+        (p for d in SYSTEM_LIBRARY_DIRS for p in sorted(Path(d).glob("libssl.so.*"))), None
+    )
+    assert system_libssl is not None, "libssl3 is a dependency of python3 on Debian"
+    private = tmp_path / "bundled" / "libssl.so.3"
+    private.parent.mkdir()
+    shutil.copy(system_libssl, private)
+    process = owned(Background([PYTHON, "-c", _LATE_LOADER], ready_line="waiting"))
+    agent = start_agent(["--pid", str(process.pid)], agent_env(receiver, probe_mode=probe_mode))
+    assert str(private) not in agent.stderr
+
+    assert process.send(str(private)) == "loaded"
+    pattern = rf"TLS: hooked /proc/{process.pid}/root{re.escape(str(private))} \(openssl\) "
+    pattern += rf"with 8 uprobes for pid {process.pid}$"
+    hooked = wait_for_log(receiver, agent, pattern)
+    assert hooked is not None, f"the late library was never hooked:\n{agent.stderr}"
 
 
 # ---------------------------------------------------------------- nginx and curl (OpenSSL)

@@ -20,39 +20,51 @@ import pytest
 
 from otelbpf import abi, preflight, tlslibs
 from otelbpf.abi import AbiLayout
-from otelbpf.probes.loader import FLUSH_PROGRAM, LIFECYCLE_TRACEPOINTS, SYSCALL_PROGRAMS
+from otelbpf.probes.loader import (
+    FLUSH_PROGRAM,
+    LIFECYCLE_TRACEPOINTS,
+    LOADER_PROGRAM,
+    SOCKET_TRACEPOINT_PROGRAMS,
+    SYSCALL_PROGRAMS,
+)
 from tests.unit.bcc_env import bcc_compiling, skip_reason
 
 _SKIP = skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
-# the default, a small one, and a response head larger than the request's (it is captured
-# right after the request's bytes: the bounds the verifier checks differ); each with the read
-# and write arguments read at the exit (this kernel), and the default also with entry hooks
-# (kernels without bpf_task_pt_regs)
+# The default, a small one, and a response head larger than the request's (it is captured
+# right after the request's bytes: the bounds the verifier checks differ), each in socket mode
+# (this kernel's default: socket tracepoints, arguments from the user registers); the default
+# also as syscall tracepoints with the arguments read at the exit (kernels with BTF before
+# 6.3) and with entry hooks (kernels without bpf_task_pt_regs, and kprobes).
 BUILDS = [
-    (AbiLayout(), True),
-    (AbiLayout(), False),
-    (AbiLayout(256, 128), True),
-    (AbiLayout(128, 8192), True),
+    (AbiLayout(), "socket"),
+    (AbiLayout(), "exit"),
+    (AbiLayout(), "entry"),
+    (AbiLayout(256, 128), "socket"),
+    (AbiLayout(128, 8192), "socket"),
 ]
-BUILD_IDS = ["1024-512", "1024-512-entry-hooks", "256-128", "128-8192"]
+BUILD_IDS = ["1024-512-socket", "1024-512-exit", "1024-512-entry-hooks", "256-128", "128-8192"]
+SOCKET_PROGRAM_PREFIX = "sk_"  # programs compiled in socket mode only
 
 
-def _compile(layout: AbiLayout, io_args_at_exit: bool = True) -> object:
+def _compile(layout: AbiLayout, mode: str) -> object:
     """What the compile's child process does, after the agent's preflight."""
     from otelbpf.probes.compiled import compile_with_bcc
     from otelbpf.probes.loader import ProbeSettings
 
-    settings = ProbeSettings(layout=layout, io_args_at_exit=io_args_at_exit)
+    settings = ProbeSettings(
+        layout=layout, io_args_at_exit=mode != "entry", socket_tracepoints=mode == "socket"
+    )
     with bcc_compiling():
         return compile_with_bcc(settings.cflags)
 
 
 @pytest.fixture(scope="module", params=BUILDS, ids=BUILD_IDS)
 def compiled(request: pytest.FixtureRequest) -> Iterator[tuple[AbiLayout, object]]:
-    layout, io_args_at_exit = request.param
-    bpf = _compile(layout, io_args_at_exit)
+    layout, mode = request.param
+    bpf = _compile(layout, mode)
+    bpf.otelbpf_socket_mode = mode == "socket"  # which programs the source gives this build
     try:
         yield layout, bpf
     finally:
@@ -104,7 +116,7 @@ def test_conn_state_matches(compiled: tuple[AbiLayout, object]) -> None:
     _assert_same_layout(c_conn_state, layout.conn_state)
     slack = max(layout.request_head_size, layout.response_head_size)
     exchange_size = ctypes.sizeof(layout.exchange_event)
-    assert ctypes.sizeof(c_conn_state) == exchange_size + 8 + 16 + 56 + slack  # walk state
+    assert ctypes.sizeof(c_conn_state) == exchange_size + 8 + 8 + 16 + 56 + slack  # sk, walk state
 
 
 def test_exchange_event_matches(compiled: tuple[AbiLayout, object]) -> None:
@@ -171,11 +183,14 @@ def _program_names(bpf: object) -> list[str]:
     return sorted(lib.bpf_function_name(bpf.module, i).decode() for i in range(count))
 
 
-def _source_program_names() -> list[str]:
+def _source_program_names(bpf: object | None = None) -> list[str]:
+    """The programs agent.c defines; for a build, those compiled into it."""
     source = abi.AGENT_SOURCE.read_text()
     names = [f"tp_enter_{n}" for n in re.findall(r"^SYS_ENTER\((\w+)\)", source, re.M)]
     names += [f"tp_exit_{n}" for n in re.findall(r"^SYS_EXIT\((\w+)\)", source, re.M)]
     names += re.findall(r"^int (\w+)\(", source, re.M)
+    if bpf is not None and not bpf.otelbpf_socket_mode:
+        names = [n for n in names if not n.startswith(SOCKET_PROGRAM_PREFIX)]
     return sorted(set(names))  # a program defined in both branches of an #ifdef counts once
 
 
@@ -196,9 +211,9 @@ def _kind(name: str) -> int:
 def test_program_list_is_what_the_source_defines(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
     names = _program_names(bpf)
-    assert names == _source_program_names()
+    assert names == _source_program_names(bpf)
     prefixes = ("tp_enter_", "tp_exit_", "on_", "syscall__", "kret_", "uprobe_", "uretprobe_")
-    prefixes += ("run_",)
+    prefixes += ("run_", SOCKET_PROGRAM_PREFIX)
     assert all(n.startswith(prefixes) for n in names)
 
 
@@ -214,7 +229,7 @@ def test_every_program_passes_the_verifier(compiled: tuple[AbiLayout, object]) -
         function = bpf.load_func(name.encode(), prog_type)  # raises with the verifier log
         assert function.fd >= 0
         loaded.append(name)
-    assert len(loaded) == len(_source_program_names())
+    assert len(loaded) == len(_source_program_names(bpf))
 
 
 def test_the_extracted_object_loads_without_bcc(compiled: tuple[AbiLayout, object]) -> None:
@@ -225,7 +240,7 @@ def test_the_extracted_object_loads_without_bcc(compiled: tuple[AbiLayout, objec
 
     _, bpf = compiled
     extracted = CompiledObject.from_json(extract(bpf).to_json())
-    assert sorted(extracted.programs) == _source_program_names()
+    assert sorted(extracted.programs) == _source_program_names(bpf)
     assert {spec.name for spec in extracted.maps} >= {"conns", "events", "settings", "counters"}
     # every map reference in the code is made symbolic, none is left pointing at bcc's maps
     slots = [slot for program in extracted.programs.values() for slot in program.map_slots]
@@ -365,7 +380,7 @@ def test_every_program_leaves_the_verifier_headroom(compiled: tuple[AbiLayout, o
             walked[name] = int(found.group(1))
     finally:
         loaded.close()
-    assert len(walked) == len(_source_program_names())
+    assert len(walked) == len(_source_program_names(bpf))
     heavy = {n: w for n, w in walked.items() if w > VERIFIER_SHARE * VERIFIER_LIMIT}
     assert heavy == {}, f"too close to the verifier's limit: {heavy}"
 
@@ -377,6 +392,7 @@ def test_loader_names_only_programs_that_exist() -> None:
     referenced |= {*tlslibs.GO_SYMBOLS.values(), tlslibs.C_RETURN_PROGRAM}
     referenced.add(tlslibs.GO_RETURN_PROGRAM)
     referenced.add(FLUSH_PROGRAM)
+    referenced |= {*SOCKET_TRACEPOINT_PROGRAMS.values(), LOADER_PROGRAM}
     for entry, exit_ in SYSCALL_PROGRAMS.values():
         referenced |= {f"tp_enter_{entry}", f"syscall__{entry}"}
         if exit_ is not None:
@@ -466,6 +482,33 @@ def test_lifecycle_tracepoint_layouts() -> None:
     exec_ = _fields("sched/sched_process_exec")
     assert exec_["filename"] == (8, 4)  # __data_loc
     assert exec_["pid"] == (12, 4)
+
+
+@pytest.mark.skipif(TRACEFS_EVENTS is None, reason="tracefs not mounted")
+def test_socket_tracepoint_layouts() -> None:
+    """struct sock_length_ctx and inet_sock_state_ctx in agent.c against the kernel."""
+    for event in ("sock/sock_send_length", "sock/sock_recv_length"):
+        fields = _fields(event)
+        assert fields["sk"] == (8, 8)
+        assert fields["family"] == (16, 2)
+        assert fields["protocol"] == (18, 2)
+        assert fields["ret"] == (20, 4)
+        assert fields["flags"] == (24, 4)
+    state = _fields("sock/inet_sock_set_state")
+    expected = {
+        "skaddr": (8, 8),
+        "oldstate": (16, 4),
+        "newstate": (20, 4),
+        "sport": (24, 2),
+        "dport": (26, 2),
+        "family": (28, 2),
+        "protocol": (30, 2),
+        "saddr": (32, 4),
+        "daddr": (36, 4),
+        "saddr_v6": (40, 16),
+        "daddr_v6": (56, 16),
+    }
+    assert {name: state[name] for name in expected} == expected
 
 
 def test_exchange_header_is_the_records_prefix(compiled: tuple[AbiLayout, object]) -> None:
