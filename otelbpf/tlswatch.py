@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from otelbpf.config import DEFAULT_STATUS_DIR, OTELBPF_STATUS_DIR
@@ -49,15 +49,28 @@ SYSTEM_LIBRARY_DIRS = (
 SYSTEM_LIBRARY_PATTERNS = ("libssl.so*", "libgnutls.so*")
 
 
+def _system_files(patterns: tuple[str, ...]) -> Iterator[tuple[Path, tuple[int, int]]]:
+    """Files of the system library folders matching patterns: (resolved path, file id)."""
+    for directory in SYSTEM_LIBRARY_DIRS:
+        for pattern in patterns:
+            for path in Path(directory).glob(pattern):
+                try:
+                    real = path.resolve(strict=True)
+                    stat = real.stat()
+                except OSError:
+                    continue
+                yield real, (stat.st_dev, stat.st_ino)
+
+
 class TlsWatcher:
     def __init__(
         self,
         attach: Callable[[TlsLibrary, int], object] | None,
         status_path: Path | None = None,
-        watch_loader: Callable[[str, tuple[int, int]], bool] | None = None,
+        watch_loader: Callable[[str, tuple[int, int]], object] | None = None,
     ) -> None:
         self._attach = attach  # None: TLS hooking is off (--no-tls)
-        # hooks a dynamic loader (path, file id), True if it was new; None: mmap() tells
+        # hooks a dynamic loader (path, file id); None: mmap() tells of libraries loaded later
         self._watch_loader = watch_loader
         self._status_path = status_path or status_path_of(os.getpid())
         self._due: dict[int, float] = {}
@@ -100,34 +113,21 @@ class TlsWatcher:
     def hook_system_libraries(self) -> int:
         """Hook the TLS libraries installed on the host (and its dynamic loaders, where they
         are watched); returns how many TLS library files."""
+        if self._watch_loader is not None:
+            for real, file_id in _system_files(LOADER_PATTERNS):
+                self._watch_loader(str(real), file_id)
         hooked = 0
-        for directory in SYSTEM_LIBRARY_DIRS:
-            if self._watch_loader is not None:
-                for pattern in LOADER_PATTERNS:
-                    for path in Path(directory).glob(pattern):
-                        try:
-                            stat = path.resolve(strict=True).stat()
-                        except OSError:
-                            continue
-                        self._watch_loader(str(path.resolve()), (stat.st_dev, stat.st_ino))
-            for pattern in SYSTEM_LIBRARY_PATTERNS:
-                for path in Path(directory).glob(pattern):
-                    try:
-                        real = path.resolve(strict=True)
-                        stat = real.stat()
-                    except OSError:
-                        continue
-                    file_id = (stat.st_dev, stat.st_ino)
-                    if file_id in self.libraries:
-                        continue
-                    library = inspect_file(str(real), file_id)
-                    if library is None:
-                        continue
-                    self.libraries[file_id] = library
-                    self._status_dirty = True
-                    if self._attach is not None:
-                        self._attach(library, 0)
-                    hooked += 1
+        for real, file_id in _system_files(SYSTEM_LIBRARY_PATTERNS):
+            if file_id in self.libraries:
+                continue
+            library = inspect_file(str(real), file_id)
+            if library is None:
+                continue
+            self.libraries[file_id] = library
+            self._status_dirty = True
+            if self._attach is not None:
+                self._attach(library, 0)
+            hooked += 1
         return hooked
 
     def forget(self, pid: int) -> None:

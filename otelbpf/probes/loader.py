@@ -214,7 +214,7 @@ class SocketProbes:
         self._ring: MappedRingBuffer | RingBuffer | None = None
         self._flush_on_request = False  # set by attach(): FLUSH_PROGRAM runs here
         self.tls = TlsHooks(self.bpf)
-        self._loaders: dict[tuple[int, int], bool] = {}  # loader file -> hooked
+        self._loaders: set[tuple[int, int]] = set()  # dynamic loader files tried
         self.set_idle_flush_ns(settings.idle_flush_ns)
         self._set(Setting.AGENT_TGID, os.getpid())
 
@@ -310,22 +310,20 @@ class SocketProbes:
             return False
         return True
 
-    def hook_loader(self, path: str, file_id: tuple[int, int]) -> bool:
-        """Hook this dynamic loader's _dl_debug_state (once per file); True when newly hooked."""
+    def hook_loader(self, path: str, file_id: tuple[int, int]) -> None:
+        """Hook this dynamic loader's _dl_debug_state, once per file (tried once)."""
         if file_id in self._loaders:
-            return False
+            return
+        self._loaders.add(file_id)
         try:
             offset = bpf_calls.symbol_offset(path, LOADER_SYMBOL)
             self.bpf.attach_uprobe(path, offset, LOADER_PROGRAM)
         except OSError as error:
-            self._loaders[file_id] = False
             log.warning(
                 "libraries %s loads later (dlopen) are not looked at for TLS: %s", path, error
             )
-            return False
-        self._loaders[file_id] = True
+            return
         log.info("dynamic loader %s hooked: libraries loaded later are looked at", path)
-        return True
 
     def _attach_tracepoint(self, tracepoint: str, program: str) -> None:
         self._attach(f"tracepoint:{tracepoint}", self.bpf.attach_tracepoint, tracepoint, program)
