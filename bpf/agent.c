@@ -154,7 +154,15 @@ struct tls_session_key {
     __u32 _pad;
     __u64 session; /* SSL*, gnutls_session_t */
 };
-BPF_HASH(tls_fds, struct tls_session_key, __u32, 65536);
+/* The connection each library session is bound to: its descriptor, and its conn_id, as a
+ * session's memory is reused by later connections (a binding whose connection is gone, or
+ * whose descriptor names another connection now, is stale: the session is bound anew). */
+struct tls_binding {
+    __u64 conn_id;
+    __u32 fd;
+    __u32 _pad;
+};
+BPF_HASH(tls_fds, struct tls_session_key, struct tls_binding, 65536);
 /* The TLS library call each thread is in (process_exit forgets a thread that ended in one). */
 struct tls_call {
     __u64 session;
@@ -334,7 +342,8 @@ static __always_inline void finish_exchange(struct conn_state *conn, __u32 flags
 static __always_inline void bind_tls(__u32 tgid, __u64 session, __u32 fd,
                                      struct conn_state *conn) {
     struct tls_session_key key = {.tgid = tgid, .session = session};
-    tls_fds.update(&key, &fd);
+    struct tls_binding binding = {.conn_id = conn->ev.conn_id, .fd = fd};
+    tls_fds.update(&key, &binding);
     if (!conn->tls) {
         conn->tls = 1;
         conn->ev.flags |= EXCHANGE_F_TLS;
@@ -664,11 +673,14 @@ static __always_inline void on_data(struct conn_state *conn, const struct io_arg
 }
 
 /* The connection is closed: its exchange in progress (or its HTTP/2 stream of chunks) ends. */
+static __always_inline void forget_sock(struct conn_state *conn, __u64 key);
+
 static __always_inline void close_conn(struct conn_state *conn, __u64 key, __u64 pid_tgid) {
     if (conn->h2)
         emit_h2_chunk(conn, NULL, 0, pid_tgid, CHUNK_F_CLOSED, 0);
     else if (conn->phase != PHASE_IDLE)
         finish_exchange(conn, EXCHANGE_F_CLOSED);
+    forget_sock(conn, key);
     conns.delete(&key); /* finish_exchange took its answered mark */
 }
 
@@ -1192,29 +1204,41 @@ enum tcp_state_nr {
  * known), until a traced process moves data on one: its connection is then a server's. LRU:
  * the accepted connections of untraced processes age out. */
 BPF_TABLE("lru_hash", __u64, __u8, accepted_socks, 16384);
-/* The connection (its conns key) each tracked socket is: when the socket reaches CLOSE, in
- * whatever context, its connection ends, even where its process's close() was not seen
- * (close_range(), dup2(), exit). Without it, a socket freed unseen and its memory reused by
- * the next accept on the same descriptor passed for the same connection (an e2e test). */
+/* The connection (its conns key) each tracked socket is, so that a socket accepted at the
+ * address of one whose close went unseen (close_range(), dup2(), a socket shared with another
+ * process; its memory freed and reused) is not taken for it: that connection's socket is
+ * marked gone, and its descriptor's next data replaces it (new_conn emits its exchange). */
 BPF_TABLE("lru_hash", __u64, __u64, sock_conns, MAX_CONNS);
+#define SK_GONE 1 /* conn_state.sk of a connection whose socket was freed: no socket's address */
+
+static __always_inline void forget_sock(struct conn_state *conn, __u64 key) {
+    __u64 sk_key = conn->sk;
+    __u64 *tracked = sk_key > SK_GONE ? sock_conns.lookup(&sk_key) : NULL;
+    if (tracked && *tracked == key)
+        sock_conns.delete(&sk_key);
+}
 
 /* The connection behind this process's descriptor, made at its first data: an accepted
  * socket's is a server's; one whose start was not seen (opened before tracing, not found in
  * /proc) has its role inferred from its first data (on_data). A connection whose close went
- * unseen is told by its sock when its descriptor names another connection (new_conn). */
+ * unseen is replaced when its descriptor names another socket (new_conn emits its exchange). */
 static __always_inline struct conn_state *conn_of_sock(__u64 key, const char *sk) {
     struct conn_state *conn = conns.lookup(&key);
-    if (conn && conn->sk == (__u64)sk) {
+    __u64 sk_key = (__u64)sk;
+    if (conn && conn->sk == sk_key) {
         if (!conn->ev.local.port) /* a client's port is chosen after the connect seen */
             sk_endpoints(sk, &conn->ev.local, &conn->ev.peer);
         return conn;
     }
-    __u64 sk_key = (__u64)sk;
     if (conn && !conn->sk) { /* seeded from /proc */
         conn->sk = sk_key;
         sock_conns.update(&sk_key, &key);
         return conn;
     }
+    /* The descriptor must be this socket's: a network file system sends and receives on its
+     * own sockets inside a read() or write() of a file. */
+    if (sk_of_fd((__u32)key) != sk)
+        return NULL;
     __u8 role = ROLE_UNKNOWN;
     if (accepted_socks.lookup(&sk_key)) {
         role = ROLE_SERVER;
@@ -1227,14 +1251,6 @@ static __always_inline struct conn_state *conn_of_sock(__u64 key, const char *sk
     sock_conns.update(&sk_key, &key);
     sk_endpoints(sk, &conn->ev.local, &conn->ev.peer);
     return conn;
-}
-
-/* The socket's connection ends: its exchange is emitted, its entries go. */
-static __always_inline void end_sock_conn(__u64 key, __u64 sk_key) {
-    sock_conns.delete(&sk_key);
-    struct conn_state *conn = conns.lookup(&key);
-    if (conn && (conn->sk == sk_key || !conn->sk))
-        close_conn(conn, key, key & 0xFFFFFFFF00000000ULL); /* (in a softirq: its process) */
 }
 
 static __always_inline int sock_data(struct sock_length_ctx *ctx) {
@@ -1288,32 +1304,25 @@ static __always_inline int sock_connect(struct inet_sock_state_ctx *ctx) {
     return 0;
 }
 
-/* ESTABLISHED or CLOSE_WAIT -> FIN_WAIT1 or LAST_ACK, in a close() of a traced process: its
- * connection ends now, not when the peer has closed too. The socket must be the connection's,
- * as a softirq that runs on the way out of some process's close() changes other sockets'. */
+/* ESTABLISHED or CLOSE_WAIT -> FIN_WAIT1, LAST_ACK or CLOSE, in a close() of a traced
+ * process: its connection ends now. The socket must be the connection's, as a softirq that
+ * runs on the way out of some process's close() changes other sockets' states. A socket that
+ * reached CLOSE earlier (a reset; a half-closed client's, once the peer's FIN came) changes no
+ * state at its close(): its connection is replaced when the descriptor is reused, and its
+ * answered exchange emitted by the idle sweep meanwhile. Its queued data may still be read,
+ * so reaching CLOSE does not end the connection. */
 static __always_inline int sock_close(__u64 sk_key) {
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
     if (!is_traced(tgid))
         return 0;
     struct user_call call = current_call();
     if (call.nr != __NR_close)
         return 0;
     __u64 key = conn_key_of(tgid, call.fd);
-    __u64 *tracked = sock_conns.lookup(&sk_key);
-    if (tracked && *tracked != key)
-        return 0; /* another connection's socket */
-    end_sock_conn(key, sk_key); /* (untracked: a connection seeded from /proc, no data yet) */
-    return 0;
-}
-
-/* -> CLOSE, in any context (a reset, the end of TIME_WAIT's hand-over, an abort in close()):
- * the socket is done, and may be freed and its memory reused by the next one. */
-static __always_inline int sock_gone(__u64 sk_key) {
-    if (accepted_socks.lookup(&sk_key)) /* never read by a traced process */
-        accepted_socks.delete(&sk_key);
-    __u64 *tracked = sock_conns.lookup(&sk_key);
-    if (tracked)
-        end_sock_conn(*tracked, sk_key);
+    struct conn_state *conn = conns.lookup(&key);
+    if (conn && (conn->sk == sk_key || !conn->sk))
+        close_conn(conn, key, pid_tgid);
     return 0;
 }
 
@@ -1332,15 +1341,25 @@ static __always_inline int sock_state(struct inet_sock_state_ctx *ctx) {
     if (from == ST_SYN_RECV && to == ST_ESTABLISHED) {
         __u8 one = 1;
         accepted_socks.update(&sk_key, &one);
+        __u64 *stale = sock_conns.lookup(&sk_key); /* a connection still on this address */
+        if (stale) {
+            __u64 key = *stale;
+            struct conn_state *conn = conns.lookup(&key);
+            if (conn && conn->sk == sk_key)
+                conn->sk = SK_GONE;
+            sock_conns.delete(&sk_key);
+        }
         return 0;
     }
-    if (to == ST_CLOSE)
-        return sock_gone(sk_key);
+    if (to == ST_CLOSE && accepted_socks.lookup(&sk_key)) /* never read by a traced process */
+        accepted_socks.delete(&sk_key);
     if ((from == ST_ESTABLISHED || from == ST_CLOSE_WAIT) &&
-        (to == ST_FIN_WAIT1 || to == ST_LAST_ACK))
+        (to == ST_FIN_WAIT1 || to == ST_LAST_ACK || to == ST_CLOSE))
         return sock_close(sk_key);
     return 0;
 }
+#else
+static __always_inline void forget_sock(struct conn_state *conn, __u64 key) {}
 #endif
 
 /* ---------------------------------------------------------------- process lifecycle */
@@ -1461,18 +1480,18 @@ BPF_HASH(tls_retries, struct tls_session_key, struct tls_retry, 16384);
 static __always_inline int tls_count_write(__u32 tgid, __u64 session, const void *buf,
                                            __u64 length, __u64 pid_tgid) {
     struct tls_session_key key = {.tgid = tgid, .session = session};
-    __u32 *fd = tls_fds.lookup(&key);
-    if (!fd || length == 0)
+    struct tls_binding *binding = tls_fds.lookup(&key);
+    if (!binding || length == 0)
         return 0;
     struct tls_retry *retry = tls_retries.lookup(&key);
     if (retry && retry->buf == buf && retry->length == length) {
         tls_retries.delete(&key);
         return 1;
     }
-    __u64 conn_key = conn_key_of(tgid, *fd);
+    __u64 conn_key = conn_key_of(tgid, binding->fd);
     struct conn_state *conn = conns.lookup(&conn_key);
-    if (!conn)
-        return 0;
+    if (!conn || conn->ev.conn_id != binding->conn_id)
+        return 0; /* a stale binding: counted at the return, once the session is bound */
     struct io_args io = {.buf = buf, .kind = IO_FLAT, .dir = DIR_EGRESS, .nr = -1};
     on_data(conn, &io, length, pid_tgid, bpf_ktime_get_ns());
     return 1;
@@ -1504,14 +1523,13 @@ static __always_inline int tls_enter(__u64 session, const void *buf, const void 
 
 static __always_inline struct conn_state *tls_conn(__u32 tgid, __u64 session, __u64 pid_tgid) {
     struct tls_session_key key = {.tgid = tgid, .session = session};
-    __u32 *fd = tls_fds.lookup(&key);
-    if (fd) {
-        __u64 conn_key = conn_key_of(tgid, *fd);
+    struct tls_binding *binding = tls_fds.lookup(&key);
+    if (binding) {
+        __u64 conn_key = conn_key_of(tgid, binding->fd);
         struct conn_state *bound = conns.lookup(&conn_key);
-        if (bound)
+        if (bound && bound->ev.conn_id == binding->conn_id)
             return bound;
-        /* the connection it was bound to has ended (its socket reset, before the descriptor
-         * was closed): the session's memory serves a new connection now, found as below */
+        /* stale: the session's memory serves a new connection now, found as below */
     }
     /* No socket call inside any call of this session yet: the stack does its socket I/O
      * outside (memory BIOs). Its ciphertext was read just before on this thread. */

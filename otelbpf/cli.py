@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("socket", "kprobe", "tracepoint"),
         default=config.env_str(config.OTELBPF_PROBE_MODE),
         help="how socket calls are hooked (default: socket tracepoints where the kernel "
-        "has them with BTF, Linux 6.3 on x86-64; else kprobes; else syscall tracepoints)",
+        "has them with BTF, Linux 6.5 on x86-64; else kprobes; else syscall tracepoints)",
     )
     kernel.add_argument(
         "--request-head-size",

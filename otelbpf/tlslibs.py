@@ -220,7 +220,7 @@ def _mapped_files(pid: int) -> list[str]:
 
 # The dynamic loaders (glibc's, musl's): their _dl_debug_state() tells of libraries loaded
 # later, where no mmap() is hooked (probes/loader.py).
-_LOADER_FILE = re.compile(r"^ld-(linux|musl)[-\w.]*\.so")
+_LOADER_FILE = re.compile(r"^ld-(linux|musl)[-\w.]*\.so|^ld-\d[\d.]*\.so$")  # ld-2.31.so
 LOADER_PATTERNS = ("ld-linux*.so*", "ld-musl*.so*")
 
 

@@ -2,8 +2,9 @@
 syscall tracepoints.
 
 Decided once at start-up by looking at what the kernel offers, logged, and overridable with
---probe-mode. Socket tracepoints are preferred where the kernel has them (Linux 6.3's
-sock:sock_send_length / sock_recv_length, with BTF and bpf_task_pt_regs, on x86-64): they fire
+--probe-mode. Socket tracepoints are preferred where the kernel has them (sock:sock_send_length
+and sock_recv_length, which sendfile() reaches from Linux 6.5, with BTF and bpf_task_pt_regs,
+on x86-64): they fire
 only for socket sends and receives, and no system call is hooked. Next kprobes on the syscall
 functions, which cost only the calls they are attached to. Last syscall tracepoints: while any
 has a program, every system call of every task takes the kernel's slow path.
@@ -15,6 +16,7 @@ import enum
 import logging
 import os
 import platform
+import re
 import struct
 from dataclasses import dataclass
 
@@ -33,12 +35,15 @@ class ProbeMode(enum.Enum):
     TRACEPOINT = "tracepoint"
 
 
-# The tracepoints socket mode attaches, and why each is there.
-SOCKET_TRACEPOINTS = (
-    "sock/sock_send_length",  # data sent on a socket
-    "sock/sock_recv_length",  # data received
-    "sock/inet_sock_set_state",  # connect, listen, accept, close
-)
+# The tracepoints socket mode attaches, each with its program in bpf/agent.c.
+SOCKET_TRACEPOINT_PROGRAMS = {
+    "sock:sock_send_length": "sk_io",  # data sent on a socket
+    "sock:sock_recv_length": "sk_io",  # data received
+    "sock:inet_sock_set_state": "sk_state",  # connect, listen, accept, close
+}
+# sendfile() reaches the socket's sendmsg (and so sock_send_length) from Linux 6.5; before,
+# it went through ->sendpage, unseen by the tracepoint. (sock_send_length itself is 6.3's.)
+SOCKET_MODE_KERNEL = (6, 5)
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,14 @@ def socket_tracepoints_missing() -> str | None:
     """Why socket mode cannot run here, or None when it can."""
     if platform.machine() != "x86_64":  # the user registers' offsets in agent.c are x86-64's
         return "not x86-64"
+    release = tuple(int(n) for n in re.findall(r"\d+", platform.release())[:2])
+    if release < SOCKET_MODE_KERNEL:
+        return f"Linux {platform.release()}: sendfile() is seen from 6.5"
     roots = [root for root in TRACEFS_ROOTS if os.path.isdir(f"{root}/events")]
-    for event in SOCKET_TRACEPOINTS:
+    for tracepoint in SOCKET_TRACEPOINT_PROGRAMS:
+        event = tracepoint.replace(":", "/")
         if not any(os.path.isdir(f"{root}/events/{event}") for root in roots):
-            return f"no {event.replace('/', ':')} tracepoint (Linux 6.3 and later have it)"
+            return f"no {tracepoint} tracepoint"
     if not task_pt_regs_available():
         return "no bpf_task_pt_regs (BTF, Linux 5.15)"
     from otelbpf.probes import kernel_layout

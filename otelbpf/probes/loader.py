@@ -41,7 +41,7 @@ from otelbpf.errors import SetupError
 from otelbpf.probes import bpf_calls, compiled, kernel_layout
 from otelbpf.probes.answered import AnsweredMarks
 from otelbpf.probes.bpf_calls import RingBuffer
-from otelbpf.probes.features import ProbeMode
+from otelbpf.probes.features import SOCKET_TRACEPOINT_PROGRAMS, ProbeMode
 from otelbpf.probes.objects import (
     PROG_KPROBE,
     PROG_RAW_TRACEPOINT,
@@ -80,12 +80,6 @@ SYSCALL_PROGRAMS: dict[str, tuple[str, str | None]] = {
 # one syscall hook fewer, toward none (while any syscall tracepoint has a program, every system
 # call of every task takes the kernel's slow path; README, "The toll").
 FLUSH_PROGRAM = "run_flush"
-# Socket mode (features.ProbeMode.SOCKET): tracepoint -> program, and no system call hooked.
-SOCKET_TRACEPOINT_PROGRAMS = {
-    "sock:sock_send_length": "sk_io",
-    "sock:sock_recv_length": "sk_io",
-    "sock:inet_sock_set_state": "sk_state",
-}
 # Where no mmap() is hooked, libraries loaded later (dlopen) are told by the dynamic loader.
 LOADER_SYMBOL = "_dl_debug_state"
 LOADER_PROGRAM = "uprobe_dl_debug_state"
@@ -455,6 +449,8 @@ class SocketProbes:
         self._threads[key] = thread
 
     def seed_blocked_accept(self, pid: int, tid: int, nr: int, listen_fd: int, addr: int) -> None:
+        if self.mode is ProbeMode.SOCKET:
+            return  # the accepted socket is known by its handshake (accepted_socks)
         args = AcceptArgs()
         args.listen_fd = listen_fd
         args.peer_addr = addr

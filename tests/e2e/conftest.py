@@ -31,7 +31,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 # Where a test runs in each: this kernel's default (socket tracepoints, no system call
-# hooked), and the syscall tracepoints kernels before 6.3 get.
+# hooked), and the syscall tracepoints kernels before 6.5 get.
 PROBE_MODES = ["socket", "tracepoint"]
 
 

@@ -157,7 +157,7 @@ def test_connection_opened_before_the_agent(receiver, server, start_agent, io_ar
     """The server thread is blocked in its read when the probes attach. Every way of getting
     a read's arguments: from the registers inside the socket's receive (socket tracepoints,
     this kernel's default) or at the syscall's exit (syscall tracepoints on kernels before
-    6.3), and from the entry hook, with the blocked call seeded from /proc (kernels without
+    6.5), and from the entry hook, with the blocked call seeded from /proc (kernels without
     bpf_task_pt_regs)."""
     proc, port = server
     env = agent_env(receiver)
@@ -516,16 +516,15 @@ def test_client_address_of_an_accept_without_address_buffer(receiver, start_agen
 @pytest.mark.parametrize("probe_mode", PROBE_MODES)
 def test_a_connection_whose_close_went_unseen(receiver, start_agent, probe_mode):
     """The server ends each connection with close_range(2), which no probe takes for a close,
-    and its next connection gets the same descriptor (and, in the kernel, often the same
-    socket memory). Each exchange is emitted once, with its own client's port, rather than lost
-    or joined to the next connection's. With socket tracepoints a connection ends when its
-    socket reaches CLOSE, so the third one's exchange comes too; with syscall tracepoints it
-    ends when its descriptor is reused, so the third waits. The idle sweep is kept out of it."""
+    and its next connection gets the same descriptor (and, in the kernel, often the socket
+    memory of the one before). Each exchange is emitted once, with its own client's port,
+    when the descriptor's next connection replaces its connection: not lost, and not joined to
+    the next connection's. The third waits for a fourth, or for the idle sweep, kept out of it
+    here by a minute's idle time."""
     port = free_port()
     app = Background([PYTHON, str(APPS / "close_range_server.py"), str(port)], ready_line="ready")
     env = agent_env(receiver, probe_mode=probe_mode)
     paths = ["/first", "/second", "/third"]
-    expected = paths if probe_mode == "socket" else paths[:2]
     try:
         start_agent(["--pid", str(app.pid), "--idle-flush-ms", "60000"], env)
         client_ports, descriptors = {}, set()
@@ -536,12 +535,58 @@ def test_a_connection_whose_close_went_unseen(receiver, start_agent, probe_mode)
                 assert client.recv(4096).endswith(b"hello")
             descriptors.add(app.process.stdout.readline().strip())
         assert len(descriptors) == 1  # one descriptor number for all three
-        wait_server_spans(receiver, app.pid, len(expected))
+        wait_server_spans(receiver, app.pid, 2)
         receiver.wait_for_spans(lambda s: False, timeout=1.0)  # nothing else may arrive
         spans = server_spans(receiver.spans(), app.pid)
     finally:
         app.stop()
     got = sorted((s.attributes["url.path"], s.attributes["client.port"]) for s in spans)
-    assert got == sorted((path, client_ports[path]) for path in expected)
+    assert got == sorted((path, client_ports[path]) for path in paths[:2])
     for span in spans:
         assert span.attributes["http.response.status_code"] == 200
+
+
+# A client that half-closes: its request, shutdown(SHUT_WR), then the response read only after
+# the server has answered and closed (its socket is in CLOSE by then, its data still queued).
+_HALF_CLOSING_CLIENT = """
+import socket, sys, time
+port = int(sys.argv[1])
+print("waiting", flush=True)
+sys.stdin.readline()
+with socket.create_connection(("127.0.0.1", port)) as conn:
+    head = f"GET /users/7 HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n"
+    conn.sendall(head.encode())
+    conn.shutdown(socket.SHUT_WR)
+    time.sleep(0.5)
+    answer = b""
+    while chunk := conn.recv(65536):
+        answer += chunk
+print(answer.split(b"\\r\\n")[0].decode(), len(answer), flush=True)
+"""
+
+
+@pytest.mark.parametrize("probe_mode", PROBE_MODES)
+def test_a_half_closing_client_whose_answer_is_read_after_its_socket_closed(
+    receiver, server, start_agent, probe_mode
+):
+    """The client's socket reaches CLOSE (the server's FIN came) before the client reads the
+    answer: the connection is not over for the agent until the client is done with it, so
+    its one exchange is paired whole, request and response."""
+    _proc, port = server
+    client = Background([PYTHON, "-c", _HALF_CLOSING_CLIENT, str(port)], ready_line="waiting")
+    try:
+        start_agent(["--pid", str(client.pid)], agent_env(receiver, probe_mode=probe_mode))
+        status_line, size = client.send("go").rsplit(" ", 1)
+        assert status_line.endswith(" 200 OK")
+        spans = receiver.wait_for_spans(lambda s: len(s) >= 1, timeout=15)
+        receiver.wait_for_spans(lambda s: False, timeout=1.0)  # nothing else may arrive
+        spans = receiver.spans()
+    finally:
+        client.stop()
+    assert len(spans) == 1
+    (span,) = spans
+    assert span.kind == "CLIENT"
+    assert span.attributes["url.full"] == f"http://127.0.0.1:{port}/users/7"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["server.port"] == port
+    assert int(size) > 0
