@@ -808,21 +808,22 @@ static __always_inline int io_exit(__s32 nr, __s64 ret) {
  * needs no seeding either. Per request at 4k req/s (bpf_stats, A/B): BPF 4.22 -> 3.59 us. */
 #include <asm/unistd.h>
 
-/* The system call the current task is in: its number and first argument, from x86-64's
- * struct pt_regs (orig_ax, di), as the task entered the kernel. Plain loads the verifier
- * checks against the kernel's BTF (bcc would make a dereference a helper call). */
+/* The system call the current task is in: its number and first three arguments, from
+ * x86-64's struct pt_regs (orig_ax; di, si, dx), as the task entered the kernel. Plain loads
+ * the verifier checks against the kernel's BTF (bcc would make a dereference a helper call). */
 struct user_call {
     __s64 nr;
     __u64 fd;
+    __u64 buf;
+    __u64 count;
 };
-static __always_inline struct pt_regs *user_registers(void) {
-    return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-}
 static __always_inline struct user_call current_call(void) {
-    struct pt_regs *regs = user_registers();
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
     struct user_call call;
     asm volatile("%0 = *(u64 *)(%1 + 120)" : "=r"(call.nr) : "r"(regs));
     asm volatile("%0 = *(u64 *)(%1 + 112)" : "=r"(call.fd) : "r"(regs));
+    asm volatile("%0 = *(u64 *)(%1 + 104)" : "=r"(call.buf) : "r"(regs));
+    asm volatile("%0 = *(u64 *)(%1 + 96)" : "=r"(call.count) : "r"(regs));
     return call;
 }
 
@@ -842,14 +843,10 @@ static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret, const cha
     __u32 tgid = pid_tgid >> 32;
     if (!is_traced(tgid))
         return 0;
-    struct pt_regs *regs = user_registers();
-    /* the first three arguments: di, si and dx */
-    __u64 fd, buf, count;
-    asm volatile("%0 = *(u64 *)(%1 + 112)" : "=r"(fd) : "r"(regs));
-    asm volatile("%0 = *(u64 *)(%1 + 104)" : "=r"(buf) : "r"(regs));
-    asm volatile("%0 = *(u64 *)(%1 + 96)" : "=r"(count) : "r"(regs));
+    struct user_call call = current_call();
+    __u64 fd = call.fd;
     if (nr < 0)
-        asm volatile("%0 = *(u32 *)(%1 + 120)" : "=r"(nr) : "r"(regs));
+        nr = call.nr;
     __u8 kind, dir;
     /* one line a syscall group, as the entry points below are written */
     switch (nr) {
@@ -877,7 +874,8 @@ static __always_inline int io_exit_from_registers(__s32 nr, __s64 ret, const cha
     if (socket_call_is_ciphertext(thread, conn, tgid, fd, dir))
         return 0;
     struct io_args io = {
-        .conn_key = key, .buf = (void *)buf, .iovcnt = count, .kind = kind, .dir = dir, .nr = nr};
+        .conn_key = key, .buf = (void *)call.buf, .iovcnt = call.count, .kind = kind, .dir = dir,
+        .nr = nr};
     thread->io = io;
     /* on_data reads the call back from map memory, where the verifier sees one unknown kind
      * and direction: given the constants, it walked on_data once per case, past its limit */
@@ -932,16 +930,19 @@ static __always_inline int bind_enter(__u64 fd, const void *uaddr) {
     return 0;
 }
 
+/* The agent's own exporter connecting: the agent learns its new local port before a traced
+ * collector can show it the exchange (events keep their order). */
+static __always_inline int agent_connecting(__u32 tgid, __u64 fd) {
+    struct address_request notice = {.type = EVENT_AGENT_CONNECT, .pid = tgid, .fd = fd};
+    events.ringbuf_output(&notice, sizeof(notice), BPF_RB_FORCE_WAKEUP);
+    return 0;
+}
+
 static __always_inline int connect_enter(__u64 fd, const void *uaddr) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if (tgid == agent_tgid()) {
-        /* the agent's own exporter connecting: the agent learns its new local port before a
-         * traced collector can show it the exchange (events keep their order) */
-        struct address_request notice = {.type = EVENT_AGENT_CONNECT, .pid = tgid, .fd = fd};
-        events.ringbuf_output(&notice, sizeof(notice), BPF_RB_FORCE_WAKEUP);
-        return 0;
-    }
+    if (tgid == agent_tgid())
+        return agent_connecting(tgid, fd);
     struct connect_args args = {.fd = fd};
     if (read_sockaddr(uaddr, &args.peer))
         return 0;
@@ -1083,14 +1084,16 @@ static __always_inline int accept_exit(__s32 nr, __s64 ret) {
     return 0;
 }
 
-static __always_inline int close_enter(__u64 fd) {
+/* close(fd). sk_key, where the probe knows the socket closed (socket tracepoints), must be the
+ * connection's: 0 takes any. */
+static __always_inline int close_enter(__u64 fd, __u64 sk_key) {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
     if (!is_traced(tgid))
         return 0;
     __u64 key = conn_key_of(tgid, fd);
     struct conn_state *conn = conns.lookup(&key);
-    if (conn)
+    if (conn && (!sk_key || !conn->sk || conn->sk == sk_key))
         close_conn(conn, key, pid_tgid);
     /* looked up first: a delete takes the bucket's lock even for a key that is not there,
      * and most closes are of files (nginx closes the file it sent on every request) */
@@ -1282,11 +1285,8 @@ static __always_inline int sock_connect(struct inet_sock_state_ctx *ctx) {
     struct user_call call = current_call();
     if (call.nr != __NR_connect && call.nr != __NR_sendto && call.nr != __NR_sendmsg)
         return 0;
-    if (tgid == agent_tgid()) { /* see connect_enter */
-        struct address_request notice = {.type = EVENT_AGENT_CONNECT, .pid = tgid, .fd = call.fd};
-        events.ringbuf_output(&notice, sizeof(notice), BPF_RB_FORCE_WAKEUP);
-        return 0;
-    }
+    if (tgid == agent_tgid())
+        return agent_connecting(tgid, call.fd);
     struct endpoint local = {}, peer = {};
     state_endpoints(ctx, &local, &peer);
     if (port_selected(peer.port))
@@ -1312,18 +1312,8 @@ static __always_inline int sock_connect(struct inet_sock_state_ctx *ctx) {
  * answered exchange emitted by the idle sweep meanwhile. Its queued data may still be read,
  * so reaching CLOSE does not end the connection. */
 static __always_inline int sock_close(__u64 sk_key) {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    if (!is_traced(tgid))
-        return 0;
     struct user_call call = current_call();
-    if (call.nr != __NR_close)
-        return 0;
-    __u64 key = conn_key_of(tgid, call.fd);
-    struct conn_state *conn = conns.lookup(&key);
-    if (conn && (conn->sk == sk_key || !conn->sk))
-        close_conn(conn, key, pid_tgid);
-    return 0;
+    return call.nr == __NR_close ? close_enter(call.fd, sk_key) : 0;
 }
 
 static __always_inline int sock_state(struct inet_sock_state_ctx *ctx) {
@@ -1730,7 +1720,7 @@ SYS_ENTER(connect) { return connect_enter(ctx->args[0], (void *)ctx->args[1]); }
 SYS_EXIT(connect) { return connect_exit(ctx->ret); }
 SYS_ENTER(accept) { return accept_enter(ctx->nr, ctx->args[0], (void *)ctx->args[1]); }
 SYS_EXIT(accept) { return accept_exit(ctx->nr, ctx->ret); }
-SYS_ENTER(close) { return close_enter(ctx->args[0]); }
+SYS_ENTER(close) { return close_enter(ctx->args[0], 0); }
 SYS_ENTER(getppid) { return flush_trigger(); }
 /* The same trigger with no system call hooked for it, where the kernel runs a program on
  * request (BPF_PROG_TEST_RUN of a raw-tracepoint program, Linux 5.10 and later): the agent
@@ -1766,7 +1756,7 @@ int syscall__connect(struct pt_regs *ctx, int fd, void *addr) { return connect_e
 int kret_connect(struct pt_regs *ctx) { return connect_exit(PT_REGS_RC(ctx)); }
 int syscall__accept(struct pt_regs *ctx, int fd, void *addr) { return accept_enter(-1, fd, addr); }
 int kret_accept(struct pt_regs *ctx) { return accept_exit(-1, PT_REGS_RC(ctx)); }
-int syscall__close(struct pt_regs *ctx, int fd) { return close_enter(fd); }
+int syscall__close(struct pt_regs *ctx, int fd) { return close_enter(fd, 0); }
 int syscall__getppid(struct pt_regs *ctx) { return flush_trigger(); }
 int syscall__mmap(struct pt_regs *ctx, void *addr, __u64 len, __u64 prot) {
     /* a BPF function takes five arguments at most: the fifth syscall argument (fd) is read

@@ -10,6 +10,8 @@ import os
 import socket
 import sys
 
+from request_head import read_head
+
 port = int(sys.argv[1])
 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -19,13 +21,7 @@ print("ready", flush=True)
 
 while True:
     conn, _ = listener.accept()
-    request = b""
-    while b"\r\n\r\n" not in request:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        request += chunk
-    if request:
+    if read_head(conn):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
     fd = conn.detach()  # the socket object forgets it: no close() from its finaliser
     os.closerange(fd, fd + 1)  # close_range(2)

@@ -9,6 +9,8 @@ import ctypes
 import socket
 import sys
 
+from request_head import read_head
+
 libc = ctypes.CDLL(None, use_errno=True)
 libc.accept4.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 
@@ -25,11 +27,5 @@ while True:
     if fd < 0:
         continue
     with socket.socket(fileno=fd) as conn:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            request += chunk
-        if request:
+        if read_head(conn):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
