@@ -55,6 +55,27 @@ def status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def bpf_map_kib(pid: int) -> int | None:
+    """Kernel memory held by the BPF maps the process has open: each map's memlock figure
+    from /proc/PID/fdinfo, a map open on several descriptors counted once (the ring buffer,
+    mmap'd, is one). Not in RSS; charged to the process's memory cgroup. None when gone."""
+    held: dict[int, int] = {}
+    try:
+        fdinfo = Path(f"/proc/{pid}/fdinfo")
+        for entry in fdinfo.iterdir():
+            try:
+                fields = dict(
+                    line.split(":", 1) for line in entry.read_text().splitlines() if ":" in line
+                )
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a descriptor closed meanwhile
+            if "map_id" in fields and "memlock" in fields:
+                held[int(fields["map_id"])] = int(fields["memlock"])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return sum(held.values()) >> 10
+
+
 @dataclass
 class CpuWindow:
     """CPU seconds a set of processes used between start() and stop()."""

@@ -298,6 +298,10 @@ def markdown(results: Results, settings: Settings, info: dict, extra: dict) -> s
                 f"| RSS after the {rate} req/s run (peak VmHWM) | {_mib(kib)} MiB "
                 f"({_mib(hwm)} MiB) |"
             )
+        lines.append(
+            "| kernel memory of its BPF maps (memlock; not in RSS, charged to its cgroup) | "
+            f"{spread('bpf_maps_kib', 'MiB', 1024, '{:.0f}')} |"
+        )
         lines.append(f"| agent exit codes | {', '.join(map(str, start.get('exit_codes', [])))} |")
     lines += _tax_section(results.tax, settings)
     lines += [

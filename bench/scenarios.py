@@ -296,6 +296,7 @@ class Bench:
             agent_stop_s=agent.stop_s,
             agent_rss_after_kib=memory["rss_kib"],
             agent_hwm_kib=memory["hwm_kib"],
+            agent_bpf_maps_kib=memory["bpf_maps_kib"],
         )
         self._record_start(agent, f"nginx {rate} round {number}", memory)
         log.info(
@@ -426,6 +427,7 @@ class Bench:
         own = [s["self_reported_startup_s"] for s in cached if s["self_reported_startup_s"]]
         stops = [s["stop_s"] for s in starts if s["stop_s"] is not None]
         idle_rss = [s["rss_after_start_kib"] for s in starts if s["rss_after_start_kib"]]
+        bpf_maps = [s["bpf_maps_kib"] for s in starts if s.get("bpf_maps_kib")]
         loaded = [r for r in self.results.nginx if r.get("agent_rss_after_kib")]
         heaviest = max(loaded, key=lambda r: r["rate"]) if loaded else None
         self.results.startup = {
@@ -441,6 +443,7 @@ class Bench:
                 str(r["rate"]): r["agent_rss_after_kib"] for r in self.results.nginx
             },
             "hwm_kib": {str(r["rate"]): r["agent_hwm_kib"] for r in self.results.nginx},
+            "bpf_maps_kib": _spread(bpf_maps),
             "heaviest_rate": heaviest["rate"] if heaviest else None,
             "exit_codes": sorted({s["exit_code"] for s in starts}, key=str),
         }

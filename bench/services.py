@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import ROOT, free_port, status_kib, stop_process, wait_for_port
+from bench.procs import ROOT, bpf_map_kib, free_port, status_kib, stop_process, wait_for_port
 
 PYTHON = sys.executable
 
@@ -347,7 +347,11 @@ class AgentRun:
         raise TimeoutError(f"the agent did not start tracing in {timeout}s:\n{self.stderr}")
 
     def memory(self) -> dict[str, int | None]:
-        return {"rss_kib": status_kib(self.pid, "VmRSS"), "hwm_kib": status_kib(self.pid, "VmHWM")}
+        return {
+            "rss_kib": status_kib(self.pid, "VmRSS"),
+            "hwm_kib": status_kib(self.pid, "VmHWM"),
+            "bpf_maps_kib": bpf_map_kib(self.pid),
+        }
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.process is None:

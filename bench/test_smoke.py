@@ -76,6 +76,7 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
         "opentelemetry-instrumentation-flask",
     ]
     assert any("tracing" in row for row in startup)
+    assert any(row.startswith("| kernel memory of its BPF maps") for row in startup)
     tax = _table_rows(markdown, "## 4. The syscall tax")
     assert [row.split("|")[1].strip() for row in tax] == [
         "without the agent",
@@ -97,6 +98,8 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert all(s is None or s["n"] == 1 for s in row["ratio_spread"].values())
     assert "- 500 req/s, per-round ratios (1 round): nginx CPU " in markdown
     assert all(start["exit_code"] == 0 for start in data["agent_starts"])
+    # the ring buffer alone is OTELBPF_RINGBUF_MB (8 MiB) of it
+    assert all(start["bpf_maps_kib"] >= 8 << 10 for start in data["agent_starts"])
     # two starts compile (the run's first, and the start-up scenario's empty-cache one); every
     # other start loads the compiled programs from the run's cache
     compiled = [start["compile"] for start in data["agent_starts"] if start["compile"]]

@@ -331,7 +331,6 @@ static __always_inline void finish_exchange(struct conn_state *conn, __u32 flags
     if (conn->phase == PHASE_REQUEST)
         flags |= EXCHANGE_F_NO_RESPONSE;
     conn->ev.flags |= flags;
-    bpf_get_current_comm(&conn->ev.comm, sizeof(conn->ev.comm));
     emit_exchange(conn);
     conn->ev.flags &= (EXCHANGE_F_ROLE_INFERRED | EXCHANGE_F_SEEDED | EXCHANGE_F_TLS);
     drop_exchange(conn);
@@ -708,6 +707,11 @@ static __always_inline struct conn_state *new_conn(__u64 key, __u8 role) {
     conn->ev.pid = key >> 32;
     conn->ev.fd = (__u32)key;
     conn->ev.role = role;
+    /* The command name its events carry, read once here, in its process, rather than at every
+     * exchange: a helper call less a request (about 60 ns in this VM), and an exchange the
+     * agent's idle flush ends no longer carries the agent's name. A connection seeded from
+     * /proc has its process's name from there. */
+    bpf_get_current_comm(&conn->ev.comm, sizeof(conn->ev.comm));
     return conn;
 }
 

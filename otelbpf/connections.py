@@ -41,6 +41,7 @@ class ConnectionSeeder(Protocol):
         local: tuple[bytes, int],
         peer: tuple[bytes, int],
         conn_id: int,
+        comm: bytes = b"",
     ) -> bool: ...
 
     def seed_blocked_read(
@@ -106,6 +107,7 @@ class ExistingConnections:
         """Tell the kernel about pid's TCP sockets; returns the number of connections seeded."""
         table = procfs.read_tcp_table(pid)
         listening = procfs.listening_ports(table)
+        comm = procfs.command_name(pid)  # what its exchanges carry, as the kernel's would
         seeded = 0
         connection_fds: set[int] = set()
         listener_fds: set[int] = set()
@@ -130,6 +132,7 @@ class ExistingConnections:
                 (sock.local_raw, sock.local.port),
                 (sock.remote_raw, sock.remote.port),
                 next(self._ids),
+                comm,
             ):
                 seeded += 1
                 connection_fds.add(fd)

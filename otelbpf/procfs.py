@@ -109,6 +109,16 @@ def listening_ports(table: dict[int, TcpSocket]) -> set[int]:
     return {s.local.port for s in table.values() if s.state == TCP_LISTEN}
 
 
+def command_name(pid: int) -> bytes:
+    """The process's command name (/proc/PID/comm, as the kernel's comm: at most 15 bytes), or
+    b"" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as file:
+            return file.read().rstrip(b"\n")[:15]
+    except OSError:
+        return b""
+
+
 def all_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 

@@ -406,6 +406,7 @@ class SocketProbes:
         local: tuple[bytes, int],
         peer: tuple[bytes, int],
         conn_id: int,
+        comm: bytes = b"",
     ) -> bool:
         """Track a connection opened before tracing began; False if it is tracked already."""
         key = conn_key(pid, fd)
@@ -420,6 +421,7 @@ class SocketProbes:
         state.ev.conn_id = conn_id
         state.ev.local = _endpoint(family, *local)
         state.ev.peer = _endpoint(family, *peer)
+        state.ev.comm = comm  # the kernel names the connections it makes (new_conn)
         state.phase = Phase.IDLE
         try:
             self._conns[key] = state

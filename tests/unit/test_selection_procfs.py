@@ -362,6 +362,7 @@ class RecordingSeeder:
         self.connections: list[tuple] = []
         self.blocked_reads: list[tuple] = []
         self.blocked_accepts: list[tuple] = []
+        self.comms: list[bytes] = []
 
     def seed_listener(self, pid: int, fd: int, family: int, raw: bytes, port: int) -> None:
         self.listeners.append((pid, fd, family, raw, port))
@@ -375,8 +376,10 @@ class RecordingSeeder:
         local: tuple[bytes, int],
         peer: tuple[bytes, int],
         conn_id: int,
+        comm: bytes = b"",
     ) -> bool:
         self.connections.append((pid, fd, role, family, local, peer, conn_id))
+        self.comms.append(comm)
         return self.accept
 
     def seed_blocked_read(
@@ -429,6 +432,9 @@ def test_seed_loopback_pair_roles(spawn) -> None:
     }
     ids = sorted(call[-1] for call in seeder.connections)
     assert ids == [SEEDED_ID_BASE, SEEDED_ID_BASE + 1]
+    # the process's command name, which the kernel's events carry for connections it makes
+    expected_comm = Path(f"/proc/{pid}/comm").read_bytes().rstrip(b"\n")
+    assert expected_comm and seeder.comms == [expected_comm, expected_comm]
     # the child's one thread sits in read(0): stdin is no connection, so nothing to carry over
     assert (seeder.blocked_reads, seeder.blocked_accepts) == ([], [])
 
