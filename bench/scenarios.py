@@ -500,8 +500,9 @@ class SyscallTax:
                 loop.kill()
                 loop.wait()
             if agent is not None:
+                memory = agent.memory()
                 agent.stop()
-                self.bench._record_start(agent, f"syscall tax ({variant})")
+                self.bench._record_start(agent, f"syscall tax ({variant})", memory)
             self.receiver.clear()
         run = {
             "requests": int(figures["requests"]),
