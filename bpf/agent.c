@@ -162,7 +162,10 @@ struct tls_binding {
     __u32 fd;
     __u32 _pad;
 };
-BPF_HASH(tls_fds, struct tls_session_key, struct tls_binding, 65536);
+/* LRU: nothing deletes a binding (a session's end is not hooked), so the bindings of ended
+ * sessions and exited processes age out instead of filling the table, after which no new
+ * session could be bound. */
+BPF_TABLE("lru_hash", struct tls_session_key, struct tls_binding, tls_fds, 65536);
 /* The TLS library call each thread is in (process_exit forgets a thread that ended in one). */
 struct tls_call {
     __u64 session;

@@ -167,6 +167,20 @@ def test_traced_pids_has_a_byte_per_pid(compiled: tuple[AbiLayout, object]) -> N
     assert table.max_entries * ctypes.sizeof(table.Leaf) == abi.PID_LIMIT
 
 
+# Maps that no path empties for good (a process exiting with sockets open, a TLS session whose
+# end is not hooked): an LRU ages their entries out, where a plain hash would fill and refuse
+# new ones for the rest of the agent's life.
+LRU_MAPS = ("sockets", "threads", "tls_fds")
+BPF_MAP_TYPE_LRU_HASH = 9
+
+
+def test_maps_nothing_empties_age_out(compiled: tuple[AbiLayout, object]) -> None:
+    _, bpf = compiled
+    assert {name: bpf[name.encode()].ttype for name in LRU_MAPS} == dict.fromkeys(
+        LRU_MAPS, BPF_MAP_TYPE_LRU_HASH
+    )
+
+
 def test_counter_and_setting_arrays_match(compiled: tuple[AbiLayout, object]) -> None:
     _, bpf = compiled
     assert bpf[b"counters"].max_entries == abi.COUNTER_MAX == len(abi.Counter)
