@@ -723,10 +723,10 @@ static __always_inline struct conn_state *new_conn(__u64 key, __u8 role) {
 /* otelbpf socket probes' logic: connect, accept, read, write and friends, paired in the kernel.
  *
  * Hooks the socket system calls (through syscall tracepoints, or kprobes where the kernel has
- * them) and keeps per-connection state in the conns map, keyed by (pid, fd); the pairing
- * itself is in pairing.h. Reads only stable interfaces: syscall arguments, tracepoint fields
- * and user memory. No kernel struct layout is read, so headers of another kernel version
- * compile it safely.
+ * them), or, in socket mode, no system call at all (the socket tracepoints below), and keeps
+ * per-connection state in the conns map, keyed by (pid, fd); the pairing itself is on_data
+ * above. Reads syscall arguments, tracepoint fields and user memory; struct sock only through
+ * sk_endpoints and sk_of_fd, at offsets from the running kernel's BTF.
  */
 
 /* ---------------------------------------------------------------- syscall handlers */
@@ -1023,7 +1023,8 @@ static __always_inline int sk_endpoints(const char *sk, struct endpoint *local, 
 }
 
 /* The struct sock behind this task's descriptor fd (task -> files -> fdtable -> file ->
- * socket -> sock), read only when accept() was given no address buffer. */
+ * socket -> sock): read when accept() was given no address buffer, and in socket mode once
+ * per connection, at its first data (conn_of_sock). */
 static __always_inline char *sk_of_fd(__u32 fd) {
     char *task = (char *)bpf_get_current_task();
     char *files = NULL, *fdt = NULL, *fds = NULL, *file = NULL, *sock = NULL, *sk = NULL;
@@ -1456,7 +1457,7 @@ static __always_inline int process_exit(void) {
  * ((*Conn).Read/Write, register ABI).
  *
  * Each library call is tied to its socket: for the C libraries through the socket syscall made
- * inside the call on the same thread (sockets.c binds the session to that fd), or, for stacks
+ * inside the call on the same thread (bind_tls binds the session to that fd), or, for stacks
  * whose socket I/O happens outside their calls (Node.js drives OpenSSL through memory BIOs),
  * through the last socket the thread read. Go's fd is read from the tls.Conn itself.
  * Reads only uprobe registers and user memory.

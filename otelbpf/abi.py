@@ -16,7 +16,7 @@ from pathlib import Path
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 HEADER_PATH = BPF_DIR / "otelbpf.h"
-AGENT_SOURCE = BPF_DIR / "agent.c"  # includes sockets.c and tls.c
+AGENT_SOURCE = BPF_DIR / "agent.c"  # the programs; otelbpf.h has the shared structs
 
 TASK_COMM_LEN = 16
 EXEC_FILENAME_SIZE = 256

@@ -55,7 +55,7 @@ class ConnectionSeeder(Protocol):
 
 class BlockedCall(NamedTuple):
     kind: str  # "read" or "accept"
-    io_kind: int  # IO_FLAT / IO_IOVEC / IO_MSG as bpf/sockets.c numbers them
+    io_kind: int  # IO_FLAT / IO_IOVEC / IO_MSG as bpf/agent.c numbers them (enum io_kind)
 
 
 # Syscalls a thread can sit in when the probes attach, whose exit we must not miss: a read

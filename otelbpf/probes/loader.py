@@ -55,7 +55,7 @@ from otelbpf.probes.traced_pids import TracedPids
 
 log = logging.getLogger(__name__)
 
-# Syscall -> (entry program, exit program or None), by the name bpf/sockets.c gives them.
+# Syscall -> (entry program, exit program or None), by the name bpf/agent.c gives them.
 # Programs are shared where the syscalls share an argument layout.
 SYSCALL_PROGRAMS: dict[str, tuple[str, str | None]] = {
     "read": ("read", "io"),
