@@ -146,7 +146,8 @@ struct h2_chunk_buffer {
     __u8 _slack[H2_CHUNK_SIZE];
 };
 BPF_PERCPU_ARRAY(h2_scratch, struct h2_chunk_buffer, 1);
-BPF_HASH(h2_marks, __u64, __u8, 4096);
+/* LRU: a marked connection that closes before its next syscall never reads its mark. */
+BPF_TABLE("lru_hash", __u64, __u8, h2_marks, 4096);
 
 /* TLS: which socket each library session writes to, and which call is in progress. */
 struct tls_session_key {
@@ -1464,12 +1465,13 @@ static __always_inline int process_exit(void) {
  */
 
 /* A non-blocking write that failed (WANT_WRITE) is repeated with the same arguments: it was
- * counted at its first entry, so the repeat must not count it again. */
+ * counted at its first entry, so the repeat must not count it again. LRU: a process that
+ * exits between the failure and the repeat leaves its entry behind. */
 struct tls_retry {
     const void *buf;
     __u64 length;
 };
-BPF_HASH(tls_retries, struct tls_session_key, struct tls_retry, 16384);
+BPF_TABLE("lru_hash", struct tls_session_key, struct tls_retry, tls_retries, 4096);
 
 /* Writes count at entry: the plaintext is all there, and the order of events then follows
  * the order on the wire. Counted at the return, a write preempted before its return probe
@@ -1613,7 +1615,8 @@ struct go_call {
     __u8 dir;
     __u8 _pad[7];
 };
-BPF_HASH(go_tls_calls, struct go_call_key, struct go_call, 16384);
+/* LRU: a goroutine parked in Read when its process exits never returns to delete its call. */
+BPF_TABLE("lru_hash", struct go_call_key, struct go_call, go_tls_calls, 16384);
 
 static __always_inline __s64 go_conn_fd(const void *tls_conn) {
     const void *tcp_conn = NULL, *net_fd = NULL;

@@ -168,9 +168,10 @@ def test_traced_pids_has_a_byte_per_pid(compiled: tuple[AbiLayout, object]) -> N
 
 
 # Maps that no path empties for good (a process exiting with sockets open, a TLS session whose
-# end is not hooked): an LRU ages their entries out, where a plain hash would fill and refuse
-# new ones for the rest of the agent's life.
-LRU_MAPS = ("sockets", "threads", "tls_fds")
+# end is not hooked, a goroutine parked in a read when its process exits, a marked connection
+# closed before its next syscall): an LRU ages their entries out, where a plain hash would fill
+# and refuse new ones for the rest of the agent's life.
+LRU_MAPS = ("sockets", "threads", "tls_fds", "tls_retries", "go_tls_calls", "h2_marks")
 BPF_MAP_TYPE_LRU_HASH = 9
 
 
