@@ -1321,6 +1321,10 @@ static __always_inline int sock_connect(struct inet_sock_state_ctx *ctx) {
  * answered exchange emitted by the idle sweep meanwhile. Its queued data may still be read,
  * so reaching CLOSE does not end the connection. */
 static __always_inline int sock_close(__u64 sk_key) {
+    /* the filter first: every TCP close on the host comes here, most of them untraced, and
+     * reading the registers is a helper call (close_enter filters again: one inlined load) */
+    if (!is_traced(bpf_get_current_pid_tgid() >> 32))
+        return 0;
     struct user_call call = current_call();
     return call.nr == __NR_close ? close_enter(call.fd, sk_key) : 0;
 }
