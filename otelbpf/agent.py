@@ -68,6 +68,7 @@ class AgentConfig:
     max_connections: int = 16384
     ringbuf_bytes: int = 8 << 20
     keep_query_values: bool = False
+    keep_command_line: bool = False  # process.command_line: arguments may hold credentials
     metric_export_interval_ms: int | None = None
     tls: bool = True  # hook TLS libraries for plaintext
     nice: int | None = DEFAULT_NICE  # None: left as inherited
@@ -218,7 +219,7 @@ class Agent:
             destinations.span_exporter(traces) if traces is not None else ConsoleLineExporter()
         )
         metric_exporter = destinations.metric_exporter(metrics) if metrics is not None else None
-        detector = ResourceDetector()
+        detector = ResourceDetector(keep_command_line=self.config.keep_command_line)
         batcher = SpanBatcher(span_exporter)
         self.stats.export_losses = lambda: (batcher.dropped, batcher.failed)
         telemetry = Telemetry(
@@ -302,9 +303,7 @@ class Agent:
                 else:
                     self.stats.bad_records += 1
             except Exception:  # one bad record costs that record, never the agent
-                self.stats.internal_errors += 1
-                if self.stats.internal_errors <= 10:
-                    log.exception("internal error on a record (counted; tracing goes on)")
+                self._internal_error("a record")
 
     def _own_h2_chunk(self, conn_id: int) -> None:
         """The agent's gRPC exports, served by a traced collector: dropped, and counted once
@@ -364,13 +363,24 @@ class Agent:
                 self._on_streams(streams)
 
     def _on_streams(self, streams: Finished) -> None:
+        # a close or GOAWAY finishes every open stream at once: one that breaks the span
+        # builder costs that stream, not the others
         for stream, conn in streams:
-            if is_grpc(stream):
-                span = grpc_span(stream, conn)
-            else:
-                span = http2_span(stream, conn, self._span_options)
-            self.telemetry.record(conn.pid, conn.comm, span)
-            self.stats.spans += 1
+            try:
+                if is_grpc(stream):
+                    span = grpc_span(stream, conn)
+                else:
+                    span = http2_span(stream, conn, self._span_options)
+                self.telemetry.record(conn.pid, conn.comm, span)
+                self.stats.spans += 1
+            except Exception:
+                self._internal_error("an HTTP/2 stream")
+
+    def _internal_error(self, on_what: str) -> None:
+        """Count a bug of ours met on one item, in an except block; the first ten are logged."""
+        self.stats.internal_errors += 1
+        if self.stats.internal_errors <= 10:
+            log.exception("internal error on %s (counted; tracing goes on)", on_what)
 
     def _on_process(self, notice: ProcessNotice) -> None:
         probes = self.probes

@@ -36,6 +36,10 @@ def _pid(text: str) -> int:
     return value
 
 
+PROTOCOLS = ("grpc", "http/protobuf")
+PROBE_MODES = ("socket", "kprobe", "tracepoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otelbpf",
@@ -86,16 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--protocol",
-        choices=("grpc", "http/protobuf"),
-        default=config.env_str(config.OTELBPF_PROTOCOL),
+        choices=PROTOCOLS,
+        default=config.env_choice(config.OTELBPF_PROTOCOL, PROTOCOLS),
         help="OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else guessed "
         "from the port: 4317 is grpc, anything else http/protobuf)",
     )
     kernel = run.add_argument_group("kernel side")
     kernel.add_argument(
         "--probe-mode",
-        choices=("socket", "kprobe", "tracepoint"),
-        default=config.env_str(config.OTELBPF_PROBE_MODE),
+        choices=PROBE_MODES,
+        default=config.env_choice(config.OTELBPF_PROBE_MODE, PROBE_MODES),
         help="how socket calls are hooked (default: socket tracepoints where the kernel "
         "has them with BTF, Linux 6.5 on x86-64; else kprobes; else syscall tracepoints)",
     )
@@ -149,7 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-query-values",
         action="store_true",
         default=config.env_bool(config.OTELBPF_KEEP_QUERY_VALUES),
-        help="export query-string values instead of REDACTED",
+        help="export query-string and path-parameter values instead of REDACTED",
+    )
+    privacy.add_argument(
+        "--keep-command-line",
+        action="store_true",
+        default=config.env_bool(config.OTELBPF_KEEP_COMMAND_LINE),
+        help="export each process's arguments (process.command_line), which may hold "
+        "credentials; by default only the command (process.command)",
     )
 
     commands.add_parser(
@@ -195,6 +206,7 @@ def _agent_config(args: argparse.Namespace) -> AgentConfig:
         max_connections=args.max_connections,
         ringbuf_bytes=args.ringbuf_mb << 20,
         keep_query_values=args.keep_query_values,
+        keep_command_line=args.keep_command_line,
         tls=args.tls,
         nice=args.nice,
     )
@@ -225,7 +237,8 @@ def _check(parser: argparse.ArgumentParser) -> int:
     bcc = preflight.import_bcc()
     print(f"bcc: {getattr(bcc, '__file__', '?')}")
     print(f"kprobes: {'available' if kprobes_available() else 'not available'}")
-    choice = choose_probe_mode(None)
+    run_args = parser.parse_args(["run"])  # run's defaults: OTELBPF_* variables included
+    choice = choose_probe_mode(run_args.probe_mode)
     print(f"probe mode: {choice.mode.value} ({choice.reason})")
     io_args = io_args_at_exit(choice.mode)
     print(f"read and write arguments: {io_args.reason}")
@@ -235,7 +248,7 @@ def _check(parser: argparse.ArgumentParser) -> int:
     # variables): compiled, or taken from the cache, and every one through the verifier.
     # The compile is cached, so the first `run` after a check starts without compiling.
     settings = probe_settings(
-        _agent_config(parser.parse_args(["run"])),
+        _agent_config(run_args),
         io_args.at_exit,
         choice.mode is ProbeMode.SOCKET,
     )
@@ -273,10 +286,10 @@ def _coverage(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
     try:
+        parser = build_parser()  # its defaults read the OTELBPF_* variables
+        args = parser.parse_args(argv)
+        _setup_logging(args.verbose)
         if args.command == "run":
             return _run(args)
         if args.command == "coverage":

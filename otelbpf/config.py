@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from otelbpf.errors import SetupError
+
 OTELBPF_ENDPOINT = "OTELBPF_ENDPOINT"
 OTELBPF_PROTOCOL = "OTELBPF_PROTOCOL"
 OTELBPF_PROBE_MODE = "OTELBPF_PROBE_MODE"
@@ -17,6 +19,7 @@ OTELBPF_IDLE_FLUSH_MS = "OTELBPF_IDLE_FLUSH_MS"
 OTELBPF_MAX_CONNECTIONS = "OTELBPF_MAX_CONNECTIONS"
 OTELBPF_RINGBUF_MB = "OTELBPF_RINGBUF_MB"
 OTELBPF_KEEP_QUERY_VALUES = "OTELBPF_KEEP_QUERY_VALUES"
+OTELBPF_KEEP_COMMAND_LINE = "OTELBPF_KEEP_COMMAND_LINE"
 OTELBPF_NO_TLS = "OTELBPF_NO_TLS"
 OTELBPF_STATUS_DIR = "OTELBPF_STATUS_DIR"
 OTELBPF_NICE = "OTELBPF_NICE"
@@ -32,6 +35,18 @@ def env_str(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def env_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """A variable that must be one of choices: argparse checks a value given on the command
+    line, but never a default, so a mistyped variable would pass for "not set"."""
+    value = env_str(name)
+    if value is not None and value not in choices:
+        raise SetupError(
+            f"{name}={value!r} is not one of {', '.join(choices)}",
+            f"set {name} to one of them, or unset it",
+        )
+    return value
+
+
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if not value:
@@ -39,7 +54,9 @@ def env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise SystemExit(f"otelbpf: {name}={value!r} is not a whole number") from None
+        raise SetupError(
+            f"{name}={value!r} is not a whole number", f"set {name} to one, or unset it"
+        ) from None
 
 
 def env_bool(name: str) -> bool:

@@ -2,7 +2,9 @@
 
 One Resource per traced process: service.name (the process's own OTEL_SERVICE_NAME, else the
 service.name in its OTEL_RESOURCE_ATTRIBUTES, else its executable name), process.* facts from
-psutil, host.name, and the agent's OTEL_RESOURCE_ATTRIBUTES for every process. Processes that
+psutil, host.name, and the agent's OTEL_RESOURCE_ATTRIBUTES for every process. The command's
+arguments are left out unless the user asks for them: they carry tokens and passwords as
+often as file names (`curl -H 'Authorization: Bearer ...'`, `--password=...`). Processes that
 exit before they are looked at fall back to what the kernel event carried (pid and comm).
 """
 
@@ -18,6 +20,7 @@ from opentelemetry.sdk.environment_variables import OTEL_RESOURCE_ATTRIBUTES, OT
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_NAME
 from opentelemetry.semconv._incubating.attributes.process_attributes import (
+    PROCESS_COMMAND,
     PROCESS_COMMAND_LINE,
     PROCESS_EXECUTABLE_NAME,
     PROCESS_EXECUTABLE_PATH,
@@ -45,8 +48,11 @@ def parse_resource_attributes(text: str | None) -> dict[str, str]:
 
 
 class ResourceDetector:
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: dict[str, str] | None = None, keep_command_line: bool = False
+    ) -> None:
         env = os.environ if environ is None else environ
+        self._keep_command_line = keep_command_line
         self._env = env
         self._agent_attributes = parse_resource_attributes(env.get(OTEL_RESOURCE_ATTRIBUTES))
         # the agent's own service name names the agent, never the processes it traces
@@ -67,7 +73,9 @@ class ResourceDetector:
         if exe:
             attributes[PROCESS_EXECUTABLE_PATH] = exe
         if cmdline:
-            attributes[PROCESS_COMMAND_LINE] = " ".join(cmdline)
+            attributes[PROCESS_COMMAND] = cmdline[0]
+            if self._keep_command_line:
+                attributes[PROCESS_COMMAND_LINE] = " ".join(cmdline)
         return Resource(attributes)
 
     @staticmethod

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from otelbpf.config import DEFAULT_STATUS_DIR, OTELBPF_STATUS_DIR
 from otelbpf.tlslibs import LOADER_PATTERNS, TlsLibrary, inspect_file, libraries_of, loaders_of
@@ -62,10 +63,25 @@ def _system_files(patterns: tuple[str, ...]) -> Iterator[tuple[Path, tuple[int, 
                 yield real, (stat.st_dev, stat.st_ino)
 
 
+class Attachment(Protocol):
+    """What attaching a library's hooks gave (otelbpf.probes.tls.AttachedLibrary)."""
+
+    hooks: int  # uprobes attached
+    errors: list[str]  # one line for each that failed
+
+
+class _NoAttachment:
+    hooks = 0
+    errors: list[str] = []
+
+
+_NOT_ATTACHED: Attachment = _NoAttachment()
+
+
 class TlsWatcher:
     def __init__(
         self,
-        attach: Callable[[TlsLibrary, int], object] | None,
+        attach: Callable[[TlsLibrary, int], Attachment] | None,
         status_path: Path | None = None,
         watch_loader: Callable[[str, tuple[int, int]], object] | None = None,
     ) -> None:
@@ -75,6 +91,8 @@ class TlsWatcher:
         self._status_path = status_path or status_path_of(os.getpid())
         self._due: dict[int, float] = {}
         self.libraries: dict[tuple[int, int], TlsLibrary] = {}
+        # what attaching each gave: the status says hooked only where uprobes attached
+        self.attachments: dict[tuple[int, int], Attachment] = {}
         self.users: dict[tuple[int, int], set[int]] = {}
         self.unhooked_tls: Counter[int] = Counter()  # pid -> TLS exchanges no hook decrypted
         self._status_dirty = True
@@ -107,7 +125,7 @@ class TlsWatcher:
                 self.libraries[library.file_id] = library
                 self._status_dirty = True
             if self._attach is not None:
-                self._attach(library, pid)
+                self.attachments[library.file_id] = self._attach(library, pid)
         return found
 
     def hook_system_libraries(self) -> int:
@@ -126,7 +144,7 @@ class TlsWatcher:
             self.libraries[file_id] = library
             self._status_dirty = True
             if self._attach is not None:
-                self._attach(library, 0)
+                self.attachments[file_id] = self._attach(library, 0)
             hooked += 1
         return hooked
 
@@ -152,13 +170,17 @@ class TlsWatcher:
                     "stack": library.stack.value,
                     "detail": library.detail,
                     "hooks": sorted({hook.symbol for hook in library.hooks}),
-                    "uprobes": len(library.hooks) if self._attach is not None else 0,
+                    "uprobes": self._attached(file_id).hooks,
+                    "uprobe_errors": self._attached(file_id).errors,
                     "pids": sorted(self.users.get(file_id, ())),
                 }
                 for file_id, library in self.libraries.items()
             ],
             "unhooked_tls_exchanges": {str(pid): n for pid, n in self.unhooked_tls.items()},
         }
+
+    def _attached(self, file_id: tuple[int, int]) -> Attachment:
+        return self.attachments.get(file_id) or _NOT_ATTACHED
 
     def write_status(self) -> None:
         self._status_dirty = False

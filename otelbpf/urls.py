@@ -15,6 +15,7 @@ __all__ = [
     "REDACTED",
     "REST_PLACEHOLDER",
     "origin_for_url",
+    "redact_path_parameters",
     "redact_query",
     "route_of",
     "split_target",
@@ -85,6 +86,29 @@ def redact_query(query: str, keep_values: bool = False) -> str:
     return "&".join(parts)
 
 
+def redact_path_parameters(path: str, keep_values: bool = False) -> str:
+    """Replace the values of path parameters (RFC 3986 matrix parameters) with ``REDACTED``.
+
+    ``/cart;jsessionid=0A1B/items`` -> ``/cart;jsessionid=REDACTED/items``: servlet
+    containers put the session there when a client has no cookie, and a session id is a
+    credential. Parameters without ``=`` are kept. With ``keep_values=True`` the path is
+    returned unchanged.
+    """
+    if keep_values or ";" not in path:
+        return path
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        name, sep, parameters = segment.partition(";")
+        if sep:
+            values = parameters.split(";")
+            for j, parameter in enumerate(values):
+                eq = parameter.find("=")
+                if eq >= 0:
+                    values[j] = parameter[: eq + 1] + REDACTED
+            segments[i] = name + ";" + ";".join(values)
+    return "/".join(segments)
+
+
 def route_of(path: str) -> str:
     """A low-cardinality route for ``path``: identifier-like segments become ``{id}``.
 
@@ -95,11 +119,12 @@ def route_of(path: str) -> str:
     (``users``, ``v1``, ``api``, ``index.html``...) are kept as they are.
 
     Empty segments (trailing or doubled slashes) are kept. A query or fragment, if
-    present, is dropped; an empty path gives ``/`` and a path without a leading slash
-    gets one. The route has at most ``MAX_ROUTE_SEGMENTS`` segments and
-    ``MAX_ROUTE_LEN`` characters, both counting a final ``{rest}`` segment that replaces
-    whatever does not fit (``/a/b/.../{rest}``; a lone over-long first segment gives
-    ``/{rest}``). The result always starts with ``/``.
+    present, is dropped, and so are a segment's parameters (``/cart;jsessionid=...``
+    gives ``/cart``: a route names the resource, not the session); an empty path gives
+    ``/`` and a path without a leading slash gets one. The route has at most
+    ``MAX_ROUTE_SEGMENTS`` segments and ``MAX_ROUTE_LEN`` characters, both counting a
+    final ``{rest}`` segment that replaces whatever does not fit (``/a/b/.../{rest}``; a
+    lone over-long first segment gives ``/{rest}``). The result always starts with ``/``.
     """
     if "?" in path or "#" in path:
         path = path.partition("#")[0].partition("?")[0]
@@ -110,6 +135,8 @@ def route_of(path: str) -> str:
     if truncated:
         del segments[MAX_ROUTE_SEGMENTS - 1 :]
     for i, seg in enumerate(segments):
+        if ";" in seg:
+            seg = segments[i] = seg.partition(";")[0]
         if _is_identifier(seg):
             segments[i] = ID_PLACEHOLDER
     route = "/" + "/".join(segments)

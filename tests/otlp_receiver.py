@@ -100,6 +100,7 @@ class ReceivedSpan:
     resource: dict[str, AttributeValue]
     scope_name: str
     scope_version: str = ""
+    trace_state: str = ""  # W3C tracestate, "" when none
 
     @property
     def duration_ns(self) -> int:
@@ -217,6 +218,7 @@ def _flatten_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list
                         resource=dict(resource),
                         scope_name=scope_spans.scope.name,
                         scope_version=scope_spans.scope.version,
+                        trace_state=span.trace_state,
                     )
                 )
     return spans

@@ -78,7 +78,10 @@ class SpanFactory:
         parent = None
         if record.traceparent and record.kind is SpanKind.SERVER:
             # a CLIENT span's traceparent is the one it sent: it names that span, not a parent
-            remote = get_current_span(_propagator.extract({"traceparent": record.traceparent}))
+            carrier = {"traceparent": record.traceparent}
+            if record.tracestate:
+                carrier["tracestate"] = record.tracestate
+            remote = get_current_span(_propagator.extract(carrier))
             found = remote.get_span_context()
             if found.is_valid:
                 parent = found

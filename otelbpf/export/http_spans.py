@@ -41,7 +41,13 @@ from opentelemetry.trace import SpanKind
 from otelbpf.abi import ExchangeFlag, Role
 from otelbpf.exchange import Exchange
 from otelbpf.frozen import fast_constructor
-from otelbpf.urls import origin_for_url, redact_query, route_of, split_target
+from otelbpf.urls import (
+    origin_for_url,
+    redact_path_parameters,
+    redact_query,
+    route_of,
+    split_target,
+)
 
 KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
@@ -69,6 +75,7 @@ class SpanRecord:
     traceparent: str | None  # the request's W3C trace context, to continue its trace
     metric_attributes: dict[str, AttributeValue]
     duration_metric: str = "http"  # which duration histogram: "http" or "rpc"
+    tracestate: str | None = None  # what came with traceparent, kept with the continued trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +93,20 @@ def split_host(host: str | None) -> tuple[str | None, int | None]:
         if end < 0:
             return None, None
         rest = host[end + 1 :]
-        digits = rest[1:]
-        # isascii too: '²' is a digit to isdigit() but not to int()
-        port = (
-            int(digits) if rest.startswith(":") and digits.isascii() and digits.isdigit() else None
-        )
-        return host[1:end], port
+        return host[1:end], _port(rest[1:]) if rest.startswith(":") else None
     name, sep, port_text = host.rpartition(":")
-    if sep and port_text.isascii() and port_text.isdigit():
-        return name, int(port_text)
+    port = _port(port_text) if sep else None
+    if port is not None:
+        return name, port
     return host, None
+
+
+def _port(text: str) -> int | None:
+    """A TCP port, or None: isascii too ('²' is a digit to isdigit() but not to int()), and
+    at most 65535 (a longer number would not fit an OTLP int attribute either)."""
+    if 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65535:
+        return int(text)
+    return None
 
 
 def _body_size(total_bytes: int, head_size: int | None, declared: int | None) -> int | None:
@@ -130,6 +141,8 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     # an empty target: not known (an HTTP/2 stream whose :path the agent could not decode)
     target = request.target
     path, query = split_target(target) if target else (None, None)
+    if path is not None and ";" in path:  # the values of path parameters: a session id, say
+        path = redact_path_parameters(path, options.keep_query_values)
     route = _route(path) if path else None
     status = response.status_code if response is not None else None
     host_name, host_port = split_host(request.host)
@@ -155,7 +168,11 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
             attributes[CLIENT_PORT] = peer.port
         if request.user_agent:
             attributes[USER_AGENT_ORIGINAL] = request.user_agent
-        request_body = _body_size(exchange.request_bytes, request.head_size, request.content_length)
+        request_body = exchange.request_body_size  # counted (HTTP/2's DATA), else from the head
+        if request_body is None:
+            request_body = _body_size(
+                exchange.request_bytes, request.head_size, request.content_length
+            )
         if request_body is not None:
             attributes[HTTP_REQUEST_BODY_SIZE] = request_body
         if response is not None:
@@ -219,6 +236,7 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         request.traceparent,
         metric_attributes,
         "http",
+        request.tracestate,
     )
 
 
@@ -257,6 +275,7 @@ class HttpSpanMemo:
             exchange.flags._value_,
             exchange.request_bytes,
             exchange.response_bytes,
+            exchange.request_body_size,
             exchange.response_body_size,
         )
         found = self._described.get(key)
@@ -279,4 +298,5 @@ class HttpSpanMemo:
             record.traceparent,
             record.metric_attributes,
             record.duration_metric,
+            record.tracestate,
         )

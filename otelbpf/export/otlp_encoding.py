@@ -172,7 +172,13 @@ class SpanEncoder:
         if found is None:
             if len(self._attributes) >= MAX_CACHED_ATTRIBUTES:
                 self._attributes.clear()
-            found = self._attributes[cache_key] = _encode_key_value(key, value)
+            try:
+                found = _encode_key_value(key, value)
+            except ValueError:
+                # an int beyond 64 bits, which protobuf refuses (and with it the whole export):
+                # the parsers keep traced input below that, so this is a last guard
+                found = _encode_key_value(key, str(value))
+            self._attributes[cache_key] = found
         return found
 
     def _resource_fields(self, resource: Resource) -> bytes:

@@ -73,11 +73,19 @@ def is_grpc(stream: Stream) -> bool:
     return any(name.startswith("grpc-") for name, _ in headers)
 
 
+def _decimal(value: str | None) -> int | None:
+    """A header's value as a number, when it is one: ASCII digits only (str.isdigit() takes
+    '²', which int() refuses), and few enough to fit an OTLP int attribute's 64 bits."""
+    if value and len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
 def _grpc_status(stream: Stream) -> int | None:
     for which in ("trailers", "response"):
-        value = stream.header("grpc-status", which)
-        if value is not None and value.isdigit():
-            return int(value)
+        status = _decimal(stream.header("grpc-status", which))
+        if status is not None:
+            return status
     return None
 
 
@@ -136,6 +144,7 @@ def grpc_span(stream: Stream, conn: StreamConnection) -> SpanRecord:
         traceparent=stream.header("traceparent"),
         metric_attributes=metric_attributes,
         duration_metric="rpc",
+        tracestate=_known(stream.header("tracestate")),
     )
 
 
@@ -145,22 +154,22 @@ def _known(value: str | None) -> str | None:
 
 def http2_span(stream: Stream, conn: StreamConnection, options: SpanOptions) -> SpanRecord:
     """Plain HTTP/2: the HTTP builder, fed from pseudo-headers instead of a request line."""
-    content_length = _known(stream.header("content-length"))
     request = RequestHead(
         method=_known(stream.header(":method")) or "_OTHER",
         target=_known(stream.header(":path")) or "",  # empty: not known, and not invented
         version="2",
         host=_known(stream.header(":authority")),
         user_agent=_known(stream.header("user-agent")),
-        content_length=int(content_length) if content_length and content_length.isdigit() else None,
+        content_length=_decimal(stream.header("content-length")),
         transfer_encoding=None,
         traceparent=_known(stream.header("traceparent")),
+        tracestate=_known(stream.header("tracestate")),
         complete=not stream.partial,
     )
-    status = _known(stream.header(":status", "response"))
+    status = _decimal(stream.header(":status", "response"))
     response = None
-    if status and status.isdigit():
-        response = ResponseHead("2", int(status), "", None, None, True)
+    if status is not None:
+        response = ResponseHead("2", status, "", None, None, True)
     exchange = Exchange(
         pid=conn.pid,
         tid=conn.tid,

@@ -84,6 +84,11 @@ def socket_tracepoints_missing() -> str | None:
 
 
 def choose_probe_mode(forced: str | None = None) -> ProbeChoice:
+    if forced is not None and forced not in {mode.value for mode in ProbeMode}:
+        raise SetupError(
+            f"probe mode {forced!r} is not one of {', '.join(m.value for m in ProbeMode)}",
+            "set --probe-mode or OTELBPF_PROBE_MODE to one of them, or leave both out",
+        )
     if forced == ProbeMode.SOCKET.value:
         missing = socket_tracepoints_missing()
         if missing is not None:

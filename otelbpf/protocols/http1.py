@@ -52,6 +52,7 @@ class RequestHead:
     # bytes from the start of the capture to the end of the blank line, when it was seen:
     # what follows is body (a detail of this capture, not of the head: not compared)
     head_size: int | None = field(default=None, compare=False)
+    tracestate: str | None = None  # vendor data that travels with traceparent (W3C)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +77,9 @@ class Unparseable:
 
 MAX_METHOD_LEN = 20
 MAX_HEADER_LINES = 100
-# Longer Content-Length values are treated as absent: besides being absurd, int() of a
-# string of more than 4300 digits raises ValueError on Python >= 3.11.
-_MAX_CONTENT_LENGTH_DIGITS = 19
+# Longer Content-Length values are treated as absent: besides being absurd, a 19-digit one
+# can exceed an OTLP int attribute's 64 bits, and protobuf refuses the whole export for it.
+_MAX_CONTENT_LENGTH_DIGITS = 18
 
 # RFC 9110 tchar.
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -139,6 +140,7 @@ _USER_AGENT = b"\nuser-agent:"
 _CONTENT_LENGTH = b"\ncontent-length:"
 _TRANSFER_ENCODING = b"\ntransfer-encoding:"
 _TRACEPARENT = b"\ntraceparent:"
+_TRACESTATE = b"\ntracestate:"
 
 _EMPTY = Unparseable("empty")
 _TLS = Unparseable("tls")
@@ -184,6 +186,10 @@ def parse_request(data: bytes) -> RequestHead | Unparseable:
     transfer_encoding = None if at < 0 else _value(block, at + len(_TRANSFER_ENCODING))
     at = find(_TRACEPARENT)
     traceparent = None if at < 0 else _value(block, at + len(_TRACEPARENT))
+    tracestate = None
+    if traceparent is not None:  # without a parent, a state continues nothing
+        at = find(_TRACESTATE)
+        tracestate = None if at < 0 else _value(block, at + len(_TRACESTATE))
     method_name = _METHOD_NAMES.get(method)
     return _request_head(
         method.decode("latin-1") if method_name is None else method_name,
@@ -196,6 +202,7 @@ def parse_request(data: bytes) -> RequestHead | Unparseable:
         None if traceparent is None else traceparent.decode("latin-1"),
         head_size is not None,
         head_size,
+        None if tracestate is None else tracestate.decode("latin-1"),
     )
 
 

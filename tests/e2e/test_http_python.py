@@ -111,6 +111,30 @@ def test_post_404_500_and_handler_duration(receiver, server, start_agent):
     assert spans["/slow"].duration_ns >= 20 * MS
 
 
+def test_a_request_with_trace_context_continues_its_trace(receiver, server, start_agent):
+    """The W3C headers a caller's instrumentation sent: the server span joins that trace, under
+    the caller's span, with the caller's tracestate; a request without them starts a trace."""
+    proc, port = server
+    require("curl")
+    start_agent(["--pid", str(proc.pid)], agent_env(receiver))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    base = f"http://127.0.0.1:{port}"
+    context = ["-H", f"traceparent: 00-{trace_id}-{parent_id}-01", "-H", "tracestate: vendor=a"]
+    assert curl(*context, f"{base}/joined").stdout == "200"
+    assert curl(f"{base}/root").stdout == "200"
+
+    spans = {s.attributes["url.path"]: s for s in wait_server_spans(receiver, proc.pid, 2)}
+    joined, root = spans["/joined"], spans["/root"]
+    assert (joined.trace_id, joined.parent_span_id, joined.trace_state) == (
+        trace_id,
+        parent_id,
+        "vendor=a",
+    )
+    assert joined.span_id not in ("", parent_id)
+    assert (root.parent_span_id, root.trace_state) == ("", "")
+    assert root.trace_id != trace_id
+
+
 def test_request_head_longer_than_its_buffer(receiver, server, start_agent):
     """A request head that fills the kernel's request buffer (1 KiB) puts the response head at
     the far end of the buffers: the status still comes through, and the request line too."""

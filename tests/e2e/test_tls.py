@@ -7,6 +7,7 @@ encrypted, never turned into spans.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -673,4 +674,11 @@ def test_coverage_shows_the_library_and_whether_the_agent_hooked_it(
     during = _coverage(status_dir, "--pid", str(server.pid))
     row = _libssl_row(during, server.pid)
     assert row[-1] == "yes"
+    # "yes" means uprobes attached, not that the library was found: the agent's own count
+    (status_file,) = status_dir.glob("status-*.json")
+    libraries = json.loads(status_file.read_text())["libraries"]
+    path = os.path.realpath(row[3])
+    (libssl,) = [lib for lib in libraries if os.path.realpath(lib["path"]) == path]
+    assert libssl["uprobes"] >= len(libssl["hooks"]) > 0
+    assert libssl["uprobe_errors"] == []
     assert "SSL_read," in row and "SSL_write_ex" in row

@@ -38,3 +38,40 @@ def test_the_largest_head_sizes_are_accepted() -> None:
 
     layout = AbiLayout(MAX_HEAD_SIZE, MAX_HEAD_SIZE)
     assert layout.request_head_size == layout.response_head_size == 8192
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (config.OTELBPF_PROBE_MODE, "Socket", "'Socket' is not one of socket, kprobe, tracepoint"),
+        (config.OTELBPF_PROTOCOL, "grpc ", "'grpc ' is not one of grpc, http/protobuf"),
+        (config.OTELBPF_RINGBUF_MB, "8M", "'8M' is not a whole number"),
+    ],
+)
+def test_a_mistyped_variable_is_refused_with_a_fix(
+    variable: str,
+    value: str,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """argparse checks choices on the command line but not in defaults: a mistyped probe mode
+    used to pass for "not set", and the agent chose the mode that taxes every system call."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert f"otelbpf: {variable}={expected}\n  how to fix: set {variable} to one" in err
+
+
+def test_probe_modes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for mode in cli.PROBE_MODES:
+        monkeypatch.setenv(config.OTELBPF_PROBE_MODE, mode)
+        assert run_args().probe_mode == mode
+
+
+def test_an_unknown_probe_mode_is_never_taken_for_automatic() -> None:
+    from otelbpf.errors import SetupError
+    from otelbpf.probes.features import choose_probe_mode
+
+    with pytest.raises(SetupError, match="probe mode 'sockets' is not one of socket, kprobe"):
+        choose_probe_mode("sockets")

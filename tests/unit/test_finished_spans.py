@@ -46,7 +46,11 @@ class FixedIds(IdGenerator):
         return self.trace_id
 
 
-def record(kind: SpanKind = SpanKind.SERVER, traceparent: str | None = None) -> SpanRecord:
+def record(
+    kind: SpanKind = SpanKind.SERVER,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+) -> SpanRecord:
     return SpanRecord(
         name="GET /cart",
         kind=kind,
@@ -56,6 +60,7 @@ def record(kind: SpanKind = SpanKind.SERVER, traceparent: str | None = None) -> 
         is_error=False,
         traceparent=traceparent,
         metric_attributes={},
+        tracestate=tracestate,
     )
 
 
@@ -77,6 +82,7 @@ SAMPLERS = {
 CASES = {
     "root": record(),
     "sampled parent": record(traceparent=SAMPLED_TP),
+    "sampled parent with its tracestate": record(traceparent=SAMPLED_TP, tracestate="v=1,w=2"),
     "unsampled parent": record(traceparent=UNSAMPLED_TP),
     "malformed traceparent": record(traceparent="00-zz-yy-01"),
     "client sent a traceparent": record(SpanKind.CLIENT, SAMPLED_TP),
@@ -110,6 +116,15 @@ def test_a_server_span_continues_the_trace_its_request_carried() -> None:
         parent_span_id=PARENT_ID,
         trace_state=None,
     )
+
+
+def test_the_parent_tracestate_stays_with_the_continued_trace() -> None:
+    carried = record(traceparent=SAMPLED_TP, tracestate="vendor=a,other=b")
+    for sampler in (DEFAULT_ON, ALWAYS_ON, ParentBased(TraceIdRatioBased(0.5))):
+        for shortcut in (True, False):
+            span = factory(sampler, LOW_TRACE_ID, shortcut).build(carried, RESOURCE)
+            assert span is not None and span.trace_state == "vendor=a,other=b"
+            assert span.parent_span_id == PARENT_ID
 
 
 def test_a_root_span_gets_a_new_trace_and_no_parent() -> None:

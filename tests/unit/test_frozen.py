@@ -11,7 +11,7 @@ from otelbpf.protocols.http1 import RequestHead
 
 
 def test_same_object_as_the_dataclass_init() -> None:
-    values = ("GET", "/x", "1.1", "h", None, 3, None, None, True, 40)
+    values = ("GET", "/x", "1.1", "h", None, 3, None, None, True, 40, "vendor=a")
     built = fast_constructor(RequestHead)(*values)
     assert type(built) is RequestHead and built == RequestHead(*values)
     assert hash(built) == hash(RequestHead(*values))

@@ -514,3 +514,24 @@ def test_response_head_size_is_where_the_body_starts(data: bytes, head_size: int
     assert (parsed.head_size, parsed.complete) == (head_size, head_size is not None)
     if head_size is not None:
         assert data[head_size:] == data.partition(b"\n\r\n" if b"\r" in data else b"\n\n")[2]
+
+
+def test_a_content_length_beyond_64_bits_is_absent() -> None:
+    # protobuf refuses an int attribute of more than 64 bits, and with it the whole export:
+    # a client could send this to lose every span batched with its request's
+    huge, big = b"9300000000000000000", b"930000000000000000"
+    request = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %s\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n"
+    assert parse_request(request % huge).content_length is None
+    assert parse_request(request % big).content_length == 930_000_000_000_000_000
+    assert parse_response(response % huge).content_length is None
+    assert parse_response(response % big).content_length == 930_000_000_000_000_000
+
+
+def test_tracestate_comes_with_its_traceparent_only() -> None:
+    with_parent = CURL_REQUEST.replace(b"\r\n\r\n", b"\r\ntracestate: vendor=a, other=b\r\n\r\n")
+    parsed = parse_request(with_parent)
+    assert parsed.traceparent == TP and parsed.tracestate == "vendor=a, other=b"
+    alone = b"GET / HTTP/1.1\r\nHost: a\r\ntracestate: vendor=a\r\n\r\n"
+    assert parse_request(alone).tracestate is None  # nothing to continue
+    assert parse_request(CURL_REQUEST).tracestate is None

@@ -25,7 +25,7 @@ MAX_METHOD_LEN = 20
 MAX_HEADER_LINES = 100
 # Longer Content-Length values are treated as absent: besides being absurd, int() of a
 # string of more than 4300 digits raises ValueError on Python >= 3.11.
-_MAX_CONTENT_LENGTH_DIGITS = 19
+_MAX_CONTENT_LENGTH_DIGITS = 18  # 19 until a 19-digit value was found to break OTLP export
 
 # RFC 9110 tchar.
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -66,13 +66,14 @@ KNOWN_METHODS = frozenset(
 _KNOWN_METHOD_MAX_LEN = max(len(m) for m in KNOWN_METHODS)
 
 # Header fields that are extracted, by lower-cased name -> slot in the values list.
-_HOST, _USER_AGENT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _TRACEPARENT = range(5)
+_HOST, _USER_AGENT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _TRACEPARENT, _TRACESTATE = range(6)
 _REQUEST_FIELDS = {
     b"host": _HOST,
     b"user-agent": _USER_AGENT,
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"traceparent": _TRACEPARENT,
+    b"tracestate": _TRACESTATE,  # since: kept only beside a traceparent
 }
 _RESPONSE_FIELDS = {
     b"content-length": _CONTENT_LENGTH,
@@ -123,9 +124,11 @@ def reference_request(data: bytes) -> RequestHead | Unparseable:
     if not target or target.translate(None, _TARGET_BYTES):
         return _BAD_REQUEST_LINE
 
-    values: list[bytes | None] = [None] * 5
+    values: list[bytes | None] = [None] * 6
     complete = _scan_headers(data, nl + 1, _REQUEST_FIELDS, values)
-    host, user_agent, content_length, transfer_encoding, traceparent = values
+    host, user_agent, content_length, transfer_encoding, traceparent, tracestate = values
+    if traceparent is None:
+        tracestate = None
     return RequestHead(
         method=method.decode("latin-1"),
         target=target.decode("latin-1"),
@@ -138,6 +141,7 @@ def reference_request(data: bytes) -> RequestHead | Unparseable:
         ),
         traceparent=None if traceparent is None else traceparent.decode("latin-1"),
         complete=complete,
+        tracestate=None if tracestate is None else tracestate.decode("latin-1"),
     )
 
 
@@ -251,6 +255,7 @@ _NAMES = st.sampled_from(
         b"transfer-encoding",
         b"traceparent",
         b"TraceParent",
+        b"tracestate",
         b"Accept",
         b"X-Host",
         b"Hostname",

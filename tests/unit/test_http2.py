@@ -13,6 +13,7 @@ from hyperframe.frame import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_REQUEST_BODY_SIZE
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
     RPC_GRPC_STATUS_CODE,
     RPC_METHOD,
@@ -348,6 +349,18 @@ def test_plain_http2_server_span():
     assert HEADERS_INCOMPLETE not in span.attributes
 
 
+def test_numbers_in_headers_that_are_no_numbers_are_left_out():
+    # '²' passes str.isdigit() but int() raises; 30 digits would not fit an OTLP int
+    request = [(":method", "POST"), (":path", "/up"), ("content-length", "1" * 30)]
+    stream = _stream(request, [(":status", "2\u00b2"), ("content-length", "\u00b2")])
+    span = http2_span(stream, SERVER, SpanOptions())
+    assert HTTP_RESPONSE_STATUS_CODE not in span.attributes
+    # the bytes counted, not what a header claims
+    assert span.attributes[HTTP_REQUEST_BODY_SIZE] == 0
+    grpc = _stream(GRPC_REQUEST, [(":status", "200")], [("grpc-status", "\u00b9")])
+    assert RPC_GRPC_STATUS_CODE not in grpc_span(grpc, SERVER).attributes
+
+
 def elide(wire: bytes) -> bytes:
     """What the kernel's frame walk sends: every frame, DATA frames as their header alone."""
     out, offset = bytearray(), 0
@@ -357,6 +370,15 @@ def elide(wire: bytes) -> bytes:
         out += frame[:9] if wire[offset + 3] == 0 else frame
         offset += 9 + length
     return bytes(out)
+
+
+def test_trace_context_of_http2_and_grpc_requests():
+    parent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    context = [("traceparent", parent), ("tracestate", "vendor=a")]
+    plain = _stream([(":method", "GET"), (":path", "/"), *context], [(":status", "200")])
+    grpc = _stream(GRPC_REQUEST + context, [(":status", "200")], [("grpc-status", "0")])
+    for span in (http2_span(plain, SERVER, SpanOptions()), grpc_span(grpc, SERVER)):
+        assert (span.traceparent, span.tracestate) == (parent, "vendor=a")
 
 
 def test_elided_chunks_count_data_from_headers():

@@ -436,6 +436,14 @@ def test_a_host_port_that_only_looks_numeric_is_no_port() -> None:
     assert split_host("h:8080") == ("h", 8080)
 
 
+def test_a_host_port_beyond_tcp_ports_is_no_port() -> None:
+    # 20 digits would not fit an OTLP int attribute: protobuf refused the whole export for it
+    assert split_host("h:99999999999999999999") == ("h:99999999999999999999", None)
+    assert split_host("[::1]:65536") == ("::1", None)
+    assert split_host("h:000080") == ("h:000080", None)
+    assert split_host("h:65535") == ("h", 65535)
+
+
 # ---------------------------------------------------------------- the memo of repeated spans
 
 
@@ -508,3 +516,15 @@ def test_memo_keeps_role_and_tls_apart() -> None:
     assert [s.attributes.get(URL_SCHEME) for s in described[:2]] == ["http", "https"]
     assert described[2].attributes[URL_FULL].startswith("http://")
     assert described[3].attributes[URL_FULL].startswith("https://")
+
+
+def test_a_session_in_the_path_is_redacted_and_left_out_of_the_route() -> None:
+    request = b"GET /cart;jsessionid=0A1B2C3D4E5F6A7B/items HTTP/1.1\r\nHost: shop\r\n\r\n"
+    exchange = make_exchange(Role.SERVER, request, SERVER_RESPONSE)
+    classify(exchange)
+    span = http_span(exchange, SpanOptions())
+    assert span.attributes[URL_PATH] == "/cart;jsessionid=REDACTED/items"
+    assert span.attributes[HTTP_ROUTE] == "/cart/items"
+    assert span.name == "GET /cart/items"
+    kept = http_span(exchange, SpanOptions(keep_query_values=True))
+    assert kept.attributes[URL_PATH] == "/cart;jsessionid=0A1B2C3D4E5F6A7B/items"

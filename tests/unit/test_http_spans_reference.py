@@ -43,11 +43,24 @@ from otelbpf.export.http_spans import (
     split_host,
 )
 from otelbpf.protocols.http1 import RequestHead, ResponseHead
-from otelbpf.urls import origin_for_url, redact_query, route_of, split_target
+from otelbpf.urls import (
+    origin_for_url,
+    redact_path_parameters,
+    redact_query,
+    route_of,
+    split_target,
+)
 
 # ---------------------------------------------------------------- the reference builder
-# otelbpf/export/http_spans.py as it was at commit ae07859, with one fix since: a port of
-# digits int() rejects (such as '²') is no port rather than an exception.
+# otelbpf/export/http_spans.py as it was at commit ae07859, with two fixes since: a port of
+# digits int() rejects (such as '²') is no port rather than an exception, and so is one of
+# more than 5 digits or above 65535 (a number too big for an OTLP int lost the whole export);
+# an HTTP/2 request's body size is the DATA counted, as the response's was; and the values
+# of path parameters are redacted as the query's are.
+
+
+def _reference_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
 
 
 def reference_split_host(host: str | None) -> tuple[str | None, int | None]:
@@ -60,12 +73,10 @@ def reference_split_host(host: str | None) -> tuple[str | None, int | None]:
             return None, None
         rest = host[end + 1 :]
         digits = rest[1:]
-        port = (
-            int(digits) if rest.startswith(":") and digits.isascii() and digits.isdigit() else None
-        )
+        port = int(digits) if rest.startswith(":") and _reference_port(digits) else None
         return host[1:end], port
     name, sep, port_text = host.rpartition(":")
-    if sep and port_text.isascii() and port_text.isdigit():
+    if sep and _reference_port(port_text):
         return name, int(port_text)
     return host, None
 
@@ -111,6 +122,8 @@ def reference_http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     method = _method(request, attributes)
     # an empty target: not known (an HTTP/2 stream whose :path the agent could not decode)
     path, query = split_target(request.target) if request.target else (None, None)
+    if path is not None:
+        path = redact_path_parameters(path, options.keep_query_values)
     route = route_of(path) if path else None
     status = response.status_code if response is not None else None
     host_name, host_port = reference_split_host(request.host)
@@ -135,9 +148,11 @@ def reference_http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
             attributes[CLIENT_PORT] = exchange.peer.port
         if request.user_agent:
             attributes[USER_AGENT_ORIGINAL] = request.user_agent
-        request_body = _body_size(
-            exchange.request_bytes, exchange.request_head, request.content_length
-        )
+        request_body = exchange.request_body_size
+        if request_body is None:
+            request_body = _body_size(
+                exchange.request_bytes, exchange.request_head, request.content_length
+            )
         if request_body is not None:
             attributes[HTTP_REQUEST_BODY_SIZE] = request_body
         if response is not None:
@@ -300,6 +315,7 @@ def exchanges(draw: st.DrawFn) -> Exchange:
         response_head=response_head,
         http_request=request,
         http_response=response,
+        request_body_size=draw(st.none() | st.integers(0, 10**6)),
         response_body_size=draw(st.none() | st.integers(0, 10**6)),
     )
 

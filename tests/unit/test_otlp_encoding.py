@@ -210,6 +210,19 @@ def test_http_exporter_sends_the_fast_encoding_to_a_receiver() -> None:
     assert {s.name for s in received} == {"GET /items/0", "GET /items/1", "GET /items/2"}
 
 
+def test_an_int_beyond_64_bits_goes_as_text_and_the_rest_still_goes() -> None:
+    # protobuf refuses such an int, and with it the whole export request: the parsers keep
+    # traced input below 64 bits, and the encoder keeps the batch if one gets through anyway
+    spans = [span(0), span(1, attributes={"n": 2**64, "m": -(2**63) - 1, "ok": 7}), span(2)]
+    request = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
+    encoded = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert len(encoded) == 3
+    values = {kv.key: kv.value for kv in encoded[1].attributes}
+    assert values["n"] == AnyValue(string_value=str(2**64))
+    assert values["m"] == AnyValue(string_value=str(-(2**63) - 1))
+    assert values["ok"] == AnyValue(int_value=7)
+
+
 def test_no_spans_is_the_empty_request() -> None:
     assert SpanEncoder().encode([]) == encode_spans([]).SerializeToString() == b""
 

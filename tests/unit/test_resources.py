@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_process_with_service_name_and_attributes(program: Path, spawn) -> None:
         "process.pid": child.pid,
         "process.executable.name": "checkout-svc",
         "process.executable.path": str(program),
-        "process.command_line": f"{program} 600",
+        "process.command": str(program),
         "host.name": HOST,
     }
 
@@ -81,9 +82,22 @@ def test_process_without_service_name_gets_its_executable_name(program: Path, sp
         "process.pid": child.pid,
         "process.executable.name": "checkout-svc",
         "process.executable.path": str(program),
-        "process.command_line": f"{program} 600 --",
+        "process.command": str(program),
         "host.name": HOST,
     }
+
+
+def test_arguments_only_when_asked_for(spawn) -> None:
+    # arguments carry credentials as often as file names: curl -H 'Authorization: Bearer ...'
+    argv = [sys.executable, "-c", "import time; time.sleep(600)", "--password=s3cret"]
+    child = spawn(argv, {"PATH": "/usr/bin:/bin"})
+    plain = dict(ResourceDetector(environ={}).for_process(child.pid).attributes)
+    assert plain["process.command"] == sys.executable
+    assert "process.command_line" not in plain
+    assert not any("s3cret" in str(value) for value in plain.values())
+    kept = ResourceDetector(environ={}, keep_command_line=True).for_process(child.pid)
+    assert kept.attributes["process.command_line"] == " ".join(argv)
+    assert kept.attributes["process.command"] == sys.executable
 
 
 def test_service_name_from_the_process_resource_attributes(program: Path, spawn) -> None:
@@ -148,7 +162,7 @@ def test_agent_attributes_apply_to_every_process_but_not_its_service_name(
         "process.pid": child.pid,
         "process.executable.name": "checkout-svc",
         "process.executable.path": str(program),
-        "process.command_line": f"{program} 600",
+        "process.command": str(program),
         "host.name": HOST,
     }
     assert dict(detector.for_process(plain.pid).attributes) == {
@@ -158,7 +172,7 @@ def test_agent_attributes_apply_to_every_process_but_not_its_service_name(
         "process.pid": plain.pid,
         "process.executable.name": "checkout-svc",
         "process.executable.path": str(program),
-        "process.command_line": f"{program} 601",
+        "process.command": str(program),
         "host.name": HOST,
     }
     missing = missing_pid()
@@ -178,7 +192,7 @@ def test_process_caught_inside_exec_still_gets_its_argv_and_environment(program:
         subprocess.Popen(["sha1sum", "/dev/zero"], stdout=subprocess.DEVNULL)
         for _ in range((os.cpu_count() or 1) + 2)
     ]
-    detector = ResourceDetector(environ={})
+    detector = ResourceDetector(environ={}, keep_command_line=True)
     env = {"OTEL_SERVICE_NAME": "checkout"}
     incomplete = 0
     try:

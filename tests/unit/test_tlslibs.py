@@ -146,3 +146,36 @@ def test_go_binary_hooks_every_ret(tmp_path):
 def test_tls_record_classification(head, record, handshake):
     assert is_tls_record(head) is record
     assert is_tls_handshake(head) is handshake
+
+
+def test_the_status_says_hooked_only_where_uprobes_attached(tmp_path: Path) -> None:
+    """`otelbpf coverage` says "yes" from the status's uprobe count: a library whose every
+    uprobe failed (a verifier that refused the programs) must not count as hooked."""
+    from dataclasses import dataclass, field
+
+    from otelbpf.tlswatch import TlsWatcher
+
+    @dataclass
+    class Refused:
+        hooks: int = 0
+        errors: list[str] = field(default_factory=lambda: ["SSL_read+0: Invalid argument"])
+
+    @dataclass
+    class Attached:
+        hooks: int = 4
+        errors: list[str] = field(default_factory=list)
+
+    libssl = str(_libssl())
+    refuse = TlsWatcher(lambda _library, _pid: Refused(), status_path=tmp_path / "a.json")
+    accept = TlsWatcher(lambda _library, _pid: Attached(), status_path=tmp_path / "b.json")
+    off = TlsWatcher(None, status_path=tmp_path / "c.json")
+    for watcher in (refuse, accept, off):
+        assert watcher.hook_system_libraries() >= 1
+    by_watcher = [
+        {lib["path"]: lib for lib in w.status()["libraries"]}[libssl] for w in (refuse, accept, off)
+    ]
+    assert [(lib["uprobes"], lib["uprobe_errors"]) for lib in by_watcher] == [
+        (0, ["SSL_read+0: Invalid argument"]),
+        (4, []),
+        (0, []),
+    ]

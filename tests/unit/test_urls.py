@@ -8,6 +8,7 @@ from otelbpf.urls import (
     MAX_ROUTE_LEN,
     MAX_ROUTE_SEGMENTS,
     origin_for_url,
+    redact_path_parameters,
     redact_query,
     route_of,
     split_target,
@@ -180,3 +181,23 @@ def test_split_target_and_redact_arbitrary_text(target: str) -> None:
 )
 def test_origin_for_url(scheme: str, host: str, port: int | None, expected: str) -> None:
     assert origin_for_url(scheme, host, port) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "redacted"),
+    [
+        ("/cart;jsessionid=0A1B2C3D4E5F/items", "/cart;jsessionid=REDACTED/items"),
+        ("/a;x=1;y;z=/b;c=2", "/a;x=REDACTED;y;z=REDACTED/b;c=REDACTED"),
+        ("/plain/path", "/plain/path"),
+        ("/v1;beta", "/v1;beta"),
+    ],
+)
+def test_path_parameter_values_are_redacted(path: str, redacted: str) -> None:
+    # servlet containers put the session in the path when a client has no cookie
+    assert redact_path_parameters(path) == redacted
+    assert redact_path_parameters(path, keep_values=True) == path
+
+
+def test_a_route_drops_path_parameters() -> None:
+    assert route_of("/cart;jsessionid=0A1B2C3D4E5F/items/42") == "/cart/items/{id}"
+    assert route_of("/users/7;v=2") == "/users/{id}"
