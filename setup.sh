@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up on Debian 12 (as root): installs what is missing and leaves the agent at
 # .venv/bin/otelbpf. `./setup.sh --test` also installs what the test suite runs (nginx, curl,
-# openssl, gnutls-cli, Go, Node.js, h2load, pytest and the benchmark suite's packages). Safe to run again: it only installs
+# openssl, gnutls-cli, Go, Node.js, h2load, MariaDB, pytest and the benchmark suite's packages). Safe to run again: it only installs
 # what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -34,6 +34,8 @@ if [ "$with_tests" = 1 ]; then
     need gcc                  # builds the benchmark suite's syscall-tax loop (bench/apps/request_loop.c)
     need libc6-dev            # its C headers (gcc only recommends them)
     need golang-go            # builds the Go crypto/tls server under test
+    need mariadb-server       # a database whose binary protocol must not pass for HTTP/2
+    need mariadb-client       # its client
     command -v node >/dev/null 2>&1 || need nodejs   # a Node.js https server under test
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -45,9 +47,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if [ "$with_tests" = 1 ]; then
-    # the distribution's nginx starts itself on install; tests run their own instances
+    # the distribution's nginx and MariaDB start themselves on install; tests run their own
     systemctl disable --now nginx >/dev/null 2>&1 || true
     pkill -x nginx >/dev/null 2>&1 || true
+    systemctl disable --now mariadb >/dev/null 2>&1 || true
+    pkill -x mariadbd >/dev/null 2>&1 || true
 fi
 
 python=$(command -v python3.11 || command -v python3)

@@ -79,9 +79,11 @@ class Http2Streams:
         over. Returns None when it is not HTTP/2. An exchange of a connection taken over
         already was paired before the kernel saw the mark: its bytes follow on."""
         if exchange.conn_id not in self._connections:
-            if not looks_like_http2(exchange.request_head):
+            if not looks_like_http2(exchange.request_head, exchange.request_bytes):
                 return None
-            if exchange.response_head and not looks_like_http2(exchange.response_head):
+            if exchange.response_head and not looks_like_http2(
+                exchange.response_head, exchange.response_bytes
+            ):
                 return None
             self._mark_h2(exchange.pid, exchange.fd)
         conn = StreamConnection(

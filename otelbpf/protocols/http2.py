@@ -122,14 +122,19 @@ def plausible_frame_header(data: bytes | bytearray, offset: int = 0) -> bool:
     return True
 
 
-def looks_like_http2(data: bytes) -> bool:
+def looks_like_http2(data: bytes, total_len: int | None = None) -> bool:
     """Bytes that start with the client preface, or with frames that chain plausibly: the
-    first frame header, and the next one where the capture reaches it."""
+    first frame header, the next one where the capture reaches it, and, where total_len
+    (the bytes the exchange moved, beyond the capture) is known, a first frame that fits in
+    them. That last rule keeps little-endian length prefixes out: a MySQL query packet of
+    33 bytes reads as a 2 MiB DATA frame in a 37-byte exchange."""
     if data.startswith(CLIENT_PREFACE[:16]):
         return True
     if not plausible_frame_header(data):
         return False
     following = FRAME_HEADER + int.from_bytes(data[:3], "big")
+    if total_len is not None and following > total_len:
+        return False
     if following + FRAME_HEADER <= len(data):
         return plausible_frame_header(data, following)
     return True

@@ -232,6 +232,14 @@ def test_looks_like_http2():
     assert not looks_like_http2(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert not looks_like_http2(b"*1\r\n$4\r\nPING\r\n")  # redis
     assert not looks_like_http2(b"\x16\x03\x01\x02\x00")  # TLS
+    # MySQL: a 3-byte little-endian length reads as a plausible DATA frame of 2 MiB, which
+    # the bytes the exchange moved cannot hold; real frames fit in theirs
+    query = b"\x21\x00\x00\x00\x03SELECT @@version_comment LIMIT 1"
+    ok_packet = b"\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00"
+    assert not looks_like_http2(query, len(query))
+    assert not looks_like_http2(ok_packet, len(ok_packet))
+    frames = client.headers(1, GRPC_REQUEST) + data(1, b"z" * 5000)
+    assert looks_like_http2(frames[:64], len(frames))
 
 
 @settings(max_examples=300, deadline=None)
