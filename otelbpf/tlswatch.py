@@ -70,14 +70,6 @@ class Attachment(Protocol):
     errors: list[str]  # one line for each that failed
 
 
-class _NoAttachment:
-    hooks = 0
-    errors: list[str] = []
-
-
-_NOT_ATTACHED: Attachment = _NoAttachment()
-
-
 class TlsWatcher:
     def __init__(
         self,
@@ -91,7 +83,7 @@ class TlsWatcher:
         self._status_path = status_path or status_path_of(os.getpid())
         self._due: dict[int, float] = {}
         self.libraries: dict[tuple[int, int], TlsLibrary] = {}
-        # what attaching each gave: the status says hooked only where uprobes attached
+        # what attaching each gave (uprobes attached, and those that failed), for the status
         self.attachments: dict[tuple[int, int], Attachment] = {}
         self.users: dict[tuple[int, int], set[int]] = {}
         self.unhooked_tls: Counter[int] = Counter()  # pid -> TLS exchanges no hook decrypted
@@ -161,6 +153,7 @@ class TlsWatcher:
         self._status_dirty = True
 
     def status(self) -> dict[str, object]:
+        attachments = self.attachments
         return {
             "agent_pid": os.getpid(),
             "tls_hooking": self._attach is not None,
@@ -170,17 +163,15 @@ class TlsWatcher:
                     "stack": library.stack.value,
                     "detail": library.detail,
                     "hooks": sorted({hook.symbol for hook in library.hooks}),
-                    "uprobes": self._attached(file_id).hooks,
-                    "uprobe_errors": self._attached(file_id).errors,
+                    # hooked means uprobes attached, not the library found
+                    "uprobes": attachments[file_id].hooks if file_id in attachments else 0,
+                    "uprobe_errors": attachments[file_id].errors if file_id in attachments else [],
                     "pids": sorted(self.users.get(file_id, ())),
                 }
                 for file_id, library in self.libraries.items()
             ],
             "unhooked_tls_exchanges": {str(pid): n for pid, n in self.unhooked_tls.items()},
         }
-
-    def _attached(self, file_id: tuple[int, int]) -> Attachment:
-        return self.attachments.get(file_id) or _NOT_ATTACHED
 
     def write_status(self) -> None:
         self._status_dirty = False

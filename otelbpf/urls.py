@@ -78,12 +78,17 @@ def redact_query(query: str, keep_values: bool = False) -> str:
     """
     if keep_values or "=" not in query:
         return query
-    parts = query.split("&")
+    return _redact_values(query, "&")
+
+
+def _redact_values(parameters: str, separator: str) -> str:
+    """``name=value`` parameters joined by separator, each value replaced by ``REDACTED``."""
+    parts = parameters.split(separator)
     for i, part in enumerate(parts):
         eq = part.find("=")
         if eq >= 0:
             parts[i] = part[: eq + 1] + REDACTED
-    return "&".join(parts)
+    return separator.join(parts)
 
 
 def redact_path_parameters(path: str, keep_values: bool = False) -> str:
@@ -100,12 +105,7 @@ def redact_path_parameters(path: str, keep_values: bool = False) -> str:
     for i, segment in enumerate(segments):
         name, sep, parameters = segment.partition(";")
         if sep:
-            values = parameters.split(";")
-            for j, parameter in enumerate(values):
-                eq = parameter.find("=")
-                if eq >= 0:
-                    values[j] = parameter[: eq + 1] + REDACTED
-            segments[i] = name + ";" + ";".join(values)
+            segments[i] = name + ";" + _redact_values(parameters, ";")
     return "/".join(segments)
 
 

@@ -102,9 +102,16 @@ def split_host(host: str | None) -> tuple[str | None, int | None]:
 
 
 def _port(text: str) -> int | None:
-    """A TCP port, or None: isascii too ('²' is a digit to isdigit() but not to int()), and
-    at most 65535 (a longer number would not fit an OTLP int attribute either)."""
-    if 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65535:
+    """A TCP port, or None."""
+    port = decimal_value(text) if len(text) <= 5 else None
+    return port if port is not None and port <= 65535 else None
+
+
+def decimal_value(text: str | None) -> int | None:
+    """A header's value as a number, when it is one: ASCII digits only (str.isdigit() takes
+    '²', which int() refuses), and few enough to fit an OTLP int attribute's 64 bits (a
+    bigger one made protobuf refuse the whole export)."""
+    if text and len(text) <= 18 and text.isascii() and text.isdigit():
         return int(text)
     return None
 

@@ -29,6 +29,7 @@ from otelbpf.export.http_spans import (
     AttributeValue,
     SpanOptions,
     SpanRecord,
+    decimal_value,
     http_span,
     split_host,
 )
@@ -73,17 +74,9 @@ def is_grpc(stream: Stream) -> bool:
     return any(name.startswith("grpc-") for name, _ in headers)
 
 
-def _decimal(value: str | None) -> int | None:
-    """A header's value as a number, when it is one: ASCII digits only (str.isdigit() takes
-    '²', which int() refuses), and few enough to fit an OTLP int attribute's 64 bits."""
-    if value and len(value) <= 18 and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
-
 def _grpc_status(stream: Stream) -> int | None:
     for which in ("trailers", "response"):
-        status = _decimal(stream.header("grpc-status", which))
+        status = decimal_value(stream.header("grpc-status", which))
         if status is not None:
             return status
     return None
@@ -160,13 +153,13 @@ def http2_span(stream: Stream, conn: StreamConnection, options: SpanOptions) -> 
         version="2",
         host=_known(stream.header(":authority")),
         user_agent=_known(stream.header("user-agent")),
-        content_length=_decimal(stream.header("content-length")),
+        content_length=decimal_value(stream.header("content-length")),
         transfer_encoding=None,
         traceparent=_known(stream.header("traceparent")),
         tracestate=_known(stream.header("tracestate")),
         complete=not stream.partial,
     )
-    status = _decimal(stream.header(":status", "response"))
+    status = decimal_value(stream.header(":status", "response"))
     response = None
     if status is not None:
         response = ResponseHead("2", status, "", None, None, True)
