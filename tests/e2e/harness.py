@@ -208,6 +208,19 @@ http {{
 """
 
 
+def summary_counts(agent: AgentProcess) -> dict[str, int]:
+    """The counts of the agent's exit line, "stopped: N exchanges, M spans, K encrypted, ...",
+    each under the rest of its part: "ring-buffer drops", "spans not delivered (export
+    failed)"."""
+    line = next((ln for ln in agent.stderr.splitlines() if " stopped: " in ln), None)
+    assert line is not None, f"no summary line in the agent's log:\n{agent.stderr}"
+    counts: dict[str, int] = {}
+    for part in line.split(" stopped: ", 1)[1].split(", "):
+        count, _, name = part.strip().partition(" ")
+        counts[name] = int(count)
+    return counts
+
+
 class NginxServer:
     """The distribution's nginx (a master and one forked worker) in its own directory.
 

@@ -5,7 +5,6 @@ connection taken for HTTP/2 makes the kernel copy up to 8 KiB of every call to u
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import agent_env, require
-from tests.e2e.harness import free_port, wait_for_port
+from tests.e2e.harness import free_port, summary_counts, wait_for_port
 
 QUERIES = "SELECT @@version_comment LIMIT 1; SELECT 1"
 CLIENT_RUNS = 3
@@ -59,15 +58,11 @@ def test_a_database_protocol_is_not_taken_for_http2(receiver, mariadb, start_age
         )  # fmt: skip
         assert "Debian" in result.stdout
     assert agent.stop() == 0
-    summary = re.search(r"stopped: (.*)", agent.stderr)
-    assert summary is not None, agent.stderr
-    counts = dict(
-        (outcome, int(n)) for n, outcome in re.findall(r"(\d+) ([a-z0-9_ -]+?)(?:,|$)", summary[1])
-    )
+    counts = summary_counts(agent)
     # every exchange of every connection (its login, two queries, its quit) is unparsed:
     # none was taken for HTTP/2 (before the fix, 9 of 12 were counted http2_joined)
     assert counts["spans"] == 0
     assert counts["exchanges"] >= 3 * CLIENT_RUNS
     assert counts.get("unparsed") == counts["exchanges"]
-    assert "http2_joined" not in summary[1]
+    assert "http2_joined" not in counts
     assert receiver.spans() == []

@@ -29,6 +29,7 @@ from tests.e2e.harness import (
     free_port,
     python_client,
     self_signed_cert,
+    summary_counts,
 )
 from tests.e2e.test_http_nginx import WWW as NGINX_WWW
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -107,16 +108,6 @@ def wait_for_log(
     regex = re.compile(pattern, re.MULTILINE)
     receiver.wait_for_spans(lambda _s: regex.search(agent.stderr) is not None, timeout)
     return regex.search(agent.stderr)
-
-
-def summary_counts(agent: AgentProcess) -> dict[str, int]:
-    """The counts of the agent's exit line: "stopped: N exchanges, M spans, K encrypted, ..."."""
-    line = next((ln for ln in agent.stderr.splitlines() if " stopped: " in ln), None)
-    assert line is not None, f"no summary line in the agent's log:\n{agent.stderr}"
-    return {
-        name: int(count)
-        for count, name in re.findall(r"(\d+) ([a-z_-]+)", line.split(" stopped: ", 1)[1])
-    }
 
 
 def describe(agent: AgentProcess, spans: list[ReceivedSpan]) -> str:
