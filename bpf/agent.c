@@ -1176,7 +1176,7 @@ static __always_inline int flush_trigger(void) {
 /* ---------------------------------------------------------------- socket tracepoints
  * Where the kernel has BTF and bpf_task_pt_regs (x86-64), no system call is hooked at all:
  * while any syscall tracepoint has a program, every system call of every task takes the
- * kernel's slow path in and out (measured here: +220 to +280 ns a call, README "The toll").
+ * kernel's slow path in and out (measured here: +220 to +280 ns a call, bench/FINDINGS.md 4).
  * Data comes from sock:sock_send_length and sock:sock_recv_length, which fire inside the
  * socket's send and receive only, and the call's descriptor and buffers from the task's user
  * registers as at a syscall exit; connect, listen, accept and close from the TCP state

@@ -78,7 +78,7 @@ SYSCALL_PROGRAMS: dict[str, tuple[str, str | None]] = {
 }
 # The flush trigger run on request (BPF_PROG_TEST_RUN) rather than through a hooked getppid():
 # one syscall hook fewer, toward none (while any syscall tracepoint has a program, every system
-# call of every task takes the kernel's slow path; README, "The toll").
+# call of every task takes the kernel's slow path; bench/FINDINGS.md, section 4).
 FLUSH_PROGRAM = "run_flush"
 # Where no mmap() is hooked, libraries loaded later (dlopen) are told by the dynamic loader.
 LOADER_SYMBOL = "_dl_debug_state"

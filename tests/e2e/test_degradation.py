@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from tests.e2e.conftest import agent_env, require
-from tests.e2e.harness import free_port, python_client, summary_counts
+from tests.e2e.harness import curl, free_port, python_client, summary_counts
 from tests.e2e.test_http_nginx import Nginx
 from tests.otlp_receiver import ReceivedMetricPoint
 
@@ -40,14 +40,19 @@ def _server_request_count(points: list[ReceivedMetricPoint], pid: int) -> int:
 
 def test_a_reader_that_stops_costs_counted_drops_and_no_request(receiver, start_agent, tmp_path):
     """The agent stopped (SIGSTOP) while nginx serves 20,000 requests: the kernel fills the
-    1 MiB ring, then drops and counts. Every request is served, and every request is either an
-    exchange the agent read or a counted drop."""
+    1 MiB ring, then drops and counts. Every request is served, and every request (and the one
+    before) is either an exchange the agent read or a counted drop."""
     requests = 20_000
     nginx = Nginx(tmp_path)
     nginx.start()
     try:
         (worker,) = nginx.worker_pids()
         agent = start_agent(["--pid", str(worker), "--ringbuf-mb", "1"], agent_env(receiver))
+        # one request first, exported with a metric: both export channels are connected, so
+        # no connect of the agent's own (a kernel notice) can meet the full ring later
+        assert curl(f"http://127.0.0.1:{nginx.port}/index.html").stdout == "200"
+        receiver.wait_for_spans(1, timeout=15)
+        receiver.wait_for_metrics(1, timeout=15)
         os.kill(agent.process.pid, signal.SIGSTOP)
         try:
             load = subprocess.run(
@@ -70,7 +75,7 @@ def test_a_reader_that_stops_costs_counted_drops_and_no_request(receiver, start_
     counts = summary_counts(agent)
     drops = counts["ring-buffer drops"]
     assert drops > 0, agent.stderr  # the ring did fill: the test tested the overload
-    assert counts["exchanges"] + drops == requests, counts
+    assert counts["exchanges"] + drops == requests + 1, counts
     assert counts["spans"] == counts["exchanges"], counts
     not_sent = counts.get("spans dropped (export queue full)", 0) + counts.get(
         "spans not delivered (export failed)", 0
