@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from otelbpf import __version__, config
 from otelbpf.errors import SetupError
+from otelbpf.probes.features import ProbeMode
 from otelbpf.selection import Selectors
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _pid(text: str) -> int:
 
 
 PROTOCOLS = ("grpc", "http/protobuf")
-PROBE_MODES = ("socket", "kprobe", "tracepoint")
+PROBE_MODES = tuple(mode.value for mode in ProbeMode)  # one list: the enum the loader uses
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,12 +225,7 @@ def _check(parser: argparse.ArgumentParser) -> int:
     from otelbpf import preflight
     from otelbpf.agent import probe_settings
     from otelbpf.probes import kernel_layout
-    from otelbpf.probes.features import (
-        ProbeMode,
-        choose_probe_mode,
-        io_args_at_exit,
-        kprobes_available,
-    )
+    from otelbpf.probes.features import choose_probe_mode, io_args_at_exit, kprobes_available
 
     headers = preflight.run_all()  # privileges, tracefs, headers and bcc, in that order
     print(f"tracefs: {preflight.ensure_tracefs()}")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.otlp_receiver import ReceivedMetricPoint
+
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
 PYTHON = sys.executable
@@ -219,6 +221,31 @@ def summary_counts(agent: AgentProcess) -> dict[str, int]:
         count, _, name = part.strip().partition(" ")
         counts[name] = int(count)
     return counts
+
+
+def latest_histograms(
+    points: list[ReceivedMetricPoint], name: str, pids: set[int]
+) -> dict[frozenset, ReceivedMetricPoint]:
+    """The newest cumulative point of each attribute set of one histogram, for these pids."""
+    latest: dict[frozenset, ReceivedMetricPoint] = {}
+    for point in points:
+        if point.name != name or point.resource.get("process.pid") not in pids:
+            continue
+        key = frozenset(point.attributes.items())
+        if key not in latest or point.time_ns >= latest[key].time_ns:
+            latest[key] = point
+    return latest
+
+
+def histogram_counts(
+    points: list[ReceivedMetricPoint], name: str, pids: set[int]
+) -> dict[frozenset, int]:
+    return {key: p.count for key, p in latest_histograms(points, name, pids).items()}
+
+
+def server_requests_counted(points: list[ReceivedMetricPoint], pid: int) -> int:
+    """The requests one process's http.server.request.duration histogram has counted."""
+    return sum(histogram_counts(points, "http.server.request.duration", {pid}).values())
 
 
 class NginxServer:

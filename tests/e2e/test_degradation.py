@@ -11,9 +11,14 @@ import subprocess
 from pathlib import Path
 
 from tests.e2e.conftest import agent_env, require
-from tests.e2e.harness import curl, free_port, python_client, summary_counts
+from tests.e2e.harness import (
+    curl,
+    free_port,
+    python_client,
+    server_requests_counted,
+    summary_counts,
+)
 from tests.e2e.test_http_nginx import Nginx
-from tests.otlp_receiver import ReceivedMetricPoint
 
 # The issue's memory target: the agent's peak RSS under load stays below it.
 PEAK_RSS_LIMIT_KIB = 150 * 1000
@@ -24,18 +29,6 @@ def _peak_rss_kib(pid: int) -> int:
     match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
     assert match is not None, status
     return int(match[1])
-
-
-def _server_request_count(points: list[ReceivedMetricPoint], pid: int) -> int:
-    """Requests counted in the latest http.server.request.duration points of one process
-    (cumulative: the last point of each attribute set holds its total)."""
-    latest: dict[tuple, int] = {}
-    for point in points:
-        if point.name != "http.server.request.duration":
-            continue
-        if point.resource.get("process.pid") == pid:
-            latest[tuple(sorted(point.attributes.items()))] = point.count or 0
-    return sum(latest.values())
 
 
 def test_a_reader_that_stops_costs_counted_drops_and_no_request(receiver, start_agent, tmp_path):
@@ -124,9 +117,9 @@ def test_sampled_out_requests_still_count_in_the_metrics(receiver, server, start
 
     python_client("keepalive", "127.0.0.1", port, "/users/1", requests)
 
-    receiver.wait_for_metrics(lambda pts: _server_request_count(pts, proc.pid) >= requests, 15)
+    receiver.wait_for_metrics(lambda pts: server_requests_counted(pts, proc.pid) >= requests, 15)
     assert agent.stop() == 0, agent.stderr
-    assert _server_request_count(receiver.metrics(), proc.pid) == requests
+    assert server_requests_counted(receiver.metrics(), proc.pid) == requests
     assert receiver.spans() == []
     assert summary_counts(agent)["spans"] == requests  # described, then not sampled
 
@@ -148,9 +141,9 @@ def test_ratio_sampling_keeps_the_spans_whose_trace_id_is_under_the_ratio(
 
     python_client("keepalive", "127.0.0.1", port, "/users/1", requests)
 
-    receiver.wait_for_metrics(lambda pts: _server_request_count(pts, proc.pid) >= requests, 15)
+    receiver.wait_for_metrics(lambda pts: server_requests_counted(pts, proc.pid) >= requests, 15)
     assert agent.stop() == 0, agent.stderr
-    assert _server_request_count(receiver.metrics(), proc.pid) == requests
+    assert server_requests_counted(receiver.metrics(), proc.pid) == requests
     spans = [s for s in receiver.spans() if s.resource.get("process.pid") == proc.pid]
     bound = round(0.25 * 2**64)
     assert all(int(s.trace_id, 16) & (2**64 - 1) < bound for s in spans)

@@ -26,6 +26,8 @@ from tests.e2e.harness import (
     Background,
     NginxServer,
     free_port,
+    histogram_counts,
+    latest_histograms,
     self_signed_cert,
 )
 from tests.otlp_receiver import OtlpReceiver, ReceivedMetricPoint, ReceivedSpan
@@ -56,26 +58,6 @@ def settle(receiver: OtlpReceiver) -> list[ReceivedSpan]:
     """Watch that nothing more arrives (no duplicate or ghost spans), then return all spans."""
     receiver.wait_for_spans(lambda _s: False, timeout=SETTLE_S)
     return receiver.spans()
-
-
-def latest_histograms(
-    points: list[ReceivedMetricPoint], name: str, pids: set[int]
-) -> dict[frozenset, ReceivedMetricPoint]:
-    """The newest cumulative point of each attribute set of one histogram, for these pids."""
-    latest: dict[frozenset, ReceivedMetricPoint] = {}
-    for point in points:
-        if point.name != name or point.resource.get("process.pid") not in pids:
-            continue
-        key = frozenset(point.attributes.items())
-        if key not in latest or point.time_ns >= latest[key].time_ns:
-            latest[key] = point
-    return latest
-
-
-def histogram_counts(
-    points: list[ReceivedMetricPoint], name: str, pids: set[int]
-) -> dict[frozenset, int]:
-    return {key: p.count for key, p in latest_histograms(points, name, pids).items()}
 
 
 def attrs(**values: object) -> frozenset:

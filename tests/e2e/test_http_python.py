@@ -12,7 +12,15 @@ import subprocess
 import pytest
 
 from tests.e2e.conftest import PROBE_MODES, agent_env, require
-from tests.e2e.harness import APPS, PYTHON, Background, curl, free_port, python_client
+from tests.e2e.harness import (
+    APPS,
+    PYTHON,
+    Background,
+    curl,
+    free_port,
+    python_client,
+    server_requests_counted,
+)
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 MS = 1_000_000
@@ -407,18 +415,7 @@ def test_server_duration_histogram(receiver, server, start_agent):
     python_client("keepalive", "127.0.0.1", port, "/slow", 3)
     assert curl(f"http://127.0.0.1:{port}/status/404").stdout == "404"
 
-    def histogram_counts(points: list) -> dict[tuple, int]:
-        latest: dict[tuple, int] = {}
-        for p in points:
-            if (
-                p.name == "http.server.request.duration"
-                and p.resource.get("process.pid") == proc.pid
-            ):
-                key = tuple(sorted(p.attributes.items()))
-                latest[key] = p.count
-        return latest
-
-    receiver.wait_for_metrics(lambda pts: sum(histogram_counts(pts).values()) >= 4, timeout=15)
+    receiver.wait_for_metrics(lambda pts: server_requests_counted(pts, proc.pid) >= 4, timeout=15)
     points = [
         p
         for p in receiver.metrics()
