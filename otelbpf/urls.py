@@ -14,6 +14,7 @@ __all__ = [
     "MAX_ROUTE_SEGMENTS",
     "REDACTED",
     "REST_PLACEHOLDER",
+    "absolute_target_origin",
     "origin_for_url",
     "redact_path_parameters",
     "redact_query",
@@ -32,12 +33,28 @@ _UUID_RE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}",
     re.IGNORECASE,
 )
-_HEX_RE = re.compile(r"[0-9a-fA-F]{16,}")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_\-]{20,}")
+# base64 (standard or url-safe alphabet) with its padding, or with a '+' inside
+_PADDED_BASE64_RE = re.compile(r"[A-Za-z0-9+/_\-]+={1,2}")
+_PLUS_BASE64_RE = re.compile(r"[A-Za-z0-9+/_\-]*\+[A-Za-z0-9+/_\-]*={0,2}")
+# a JWS (three parts) or JWE (five): base64url parts, the first a JSON header ('{"' -> eyJ)
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*){2}(?:(?:\.[A-Za-z0-9_\-]*){2})?")
+# a date first: 2024-01-31, 2024-01-31T10:00:00Z, 31.01.2024, 01-31-2024
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}|[0-9]{1,2}[-.][0-9]{1,2}[-.][0-9]{4}")
 _HAS_DIGIT_RE = re.compile(r"[0-9]")
 _HAS_LETTER_RE = re.compile(r"[A-Za-z]")
-_MIN_ID_LEN = 16  # shortest non-numeric identifier (a 16-char hex string)
+_MIN_ID_LEN = 8  # shortest identifier that is not all digits nor an email address
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _authority_end(rest: str) -> int:
+    """Where the authority at the start of ``rest`` ends: at the first "/", "?" or "#"."""
+    cut = len(rest)
+    for ch in "/?#":
+        i = rest.find(ch, 0, cut)
+        if i >= 0:
+            cut = i
+    return cut
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -57,36 +74,58 @@ def split_target(target: str) -> tuple[str, str | None]:
             return "/", None
         # Skip the authority: the path starts at the first "/", "?" or "#" after it.
         rest = target[m.end() :]
-        cut = len(rest)
-        for ch in "/?#":
-            i = rest.find(ch, 0, cut)
-            if i >= 0:
-                cut = i
-        target = rest[cut:]
+        target = rest[_authority_end(rest) :]
     if "#" in target:  # seldom sent: skip the copy partition would make
         target = target.partition("#")[0]
     path, sep, query = target.partition("?")
     return path or "/", query if sep else None
 
 
+def absolute_target_origin(target: str) -> tuple[str, str] | None:
+    """The lower-cased scheme and the authority of an absolute-form request-target, whose
+    authority is the request's rather than the Host header's (RFC 9112 3.2.2); userinfo is
+    dropped. ``http://u:pw@example.com:8080/p`` -> ``("http", "example.com:8080")``. None
+    for the other forms (``/p``, ``*``, ``host:443``) and for an empty authority.
+    """
+    m = _SCHEME_RE.match(target)
+    if m is None:
+        return None
+    rest = target[m.end() :]
+    authority = rest[: _authority_end(rest)].rpartition("@")[2]
+    if not authority:
+        return None
+    return target[: m.end() - 3].lower(), authority
+
+
 def redact_query(query: str, keep_values: bool = False) -> str:
     """Replace every value in a query string with ``REDACTED``, keeping keys and order.
 
-    ``"a=1&b=&c"`` -> ``"a=REDACTED&b=REDACTED&c"``: parameters without ``=`` have no
-    value and are kept as they are. Only ``&`` separates parameters (not ``;``). With
-    ``keep_values=True`` the query is returned unchanged.
+    ``"a=1&b=&c"`` -> ``"a=REDACTED&b=REDACTED&c"``. A parameter without ``=`` is kept as
+    it is (``debug``), unless it looks like an identifier or a token as ``route_of`` tells
+    them (``?eyJhbGciOi...``, ``?1700000000``): then it is replaced by ``REDACTED`` whole.
+    Only ``&`` separates parameters (not ``;``). With ``keep_values=True`` the query is
+    returned unchanged.
     """
-    if keep_values or "=" not in query:
+    if keep_values or not query:
         return query
+    if "=" not in query and "&" not in query:  # one bare parameter: no split, no join
+        return REDACTED if _is_identifier(query) else query
     return _redact_values(query, "&")
 
 
 def _redact_values(parameters: str, separator: str) -> str:
-    """``name=value`` parameters joined by separator, each value replaced by ``REDACTED``."""
+    """``name=value`` parameters joined by separator, each value replaced by ``REDACTED``;
+    a parameter without a value that looks like an identifier is replaced whole (one with
+    only ``=`` after it too: base64's padding, ``dGhpcw==``)."""
     parts = parameters.split(separator)
     for i, part in enumerate(parts):
         eq = part.find("=")
-        if eq >= 0:
+        if eq < 0:
+            if _is_identifier(part):
+                parts[i] = REDACTED
+        elif part[-1] == "=" and len(part.rstrip("=")) == eq and _is_identifier(part):
+            parts[i] = REDACTED
+        else:
             parts[i] = part[: eq + 1] + REDACTED
     return separator.join(parts)
 
@@ -96,8 +135,8 @@ def redact_path_parameters(path: str, keep_values: bool = False) -> str:
 
     ``/cart;jsessionid=0A1B/items`` -> ``/cart;jsessionid=REDACTED/items``: servlet
     containers put the session there when a client has no cookie, and a session id is a
-    credential. Parameters without ``=`` are kept. With ``keep_values=True`` the path is
-    returned unchanged.
+    credential. Parameters without ``=`` are kept, unless they look like an identifier (as
+    in ``redact_query``). With ``keep_values=True`` the path is returned unchanged.
     """
     if keep_values or ";" not in path:
         return path
@@ -112,11 +151,22 @@ def redact_path_parameters(path: str, keep_values: bool = False) -> str:
 def route_of(path: str) -> str:
     """A low-cardinality route for ``path``: identifier-like segments become ``{id}``.
 
-    ``/users/1`` and ``/users/2`` both give ``/users/{id}``. A segment is an identifier
-    when it is all ASCII digits; a UUID (any case, 36 chars with dashes or 32 hex); a hex
-    string of 16+ chars with at least one digit; or a token of 20+ chars of
-    ``[A-Za-z0-9_-]`` with both letters and digits (base64url-like ids). Other segments
-    (``users``, ``v1``, ``api``, ``index.html``...) are kept as they are.
+    ``/users/1`` and ``/users/2`` both give ``/users/{id}``. A segment (ASCII) is an
+    identifier when it is:
+
+    - all digits;
+    - an email address (``alice@example.com``, or with ``%40``);
+    - 8+ chars of letters and digits, with both (``ab12cd34``; a hex hash);
+    - a UUID (any case, 36 chars with dashes or 32 hex);
+    - a JWT (``eyJ...``, three or five base64url parts joined by dots);
+    - base64 with its ``=`` padding (8+ chars, length a multiple of 4, not all lower-case
+      letters) or with a ``+`` and both letters and digits (8+ chars);
+    - a date first (``2024-01-31``, ``2024-01-31T10:00:00Z``, ``31.01.2024``);
+    - a token of 20+ chars of ``[A-Za-z0-9_-]`` with both letters and digits.
+
+    Other segments (``users``, ``v2``, ``api``, ``healthz``, ``index.html``, ``style.css``)
+    are kept as they are. A word of 8+ chars with a digit in it (``oauth2callback``)
+    becomes ``{id}`` too: the price of keeping short ids out of routes.
 
     Empty segments (trailing or doubled slashes) are kept. A query or fragment, if
     present, is dropped, and so are a segment's parameters (``/cart;jsessionid=...``
@@ -156,20 +206,57 @@ def route_of(path: str) -> str:
 
 
 def _is_identifier(seg: str) -> bool:
+    """A path segment or a bare query parameter that names one item, or carries a secret
+    or personal data: see ``route_of``. Cheap checks first: a short word or a number is
+    told with no regular expression."""
     if not seg.isascii():
         return False
     if seg.isdigit():
         return True
-    if len(seg) < _MIN_ID_LEN:
-        return False
-    if _UUID_RE.fullmatch(seg):
+    n = len(seg)
+    if n < _MIN_ID_LEN:
+        return "@" in seg and _is_email(seg)  # "%40" needs more room than that
+    if seg.isalnum():  # letters, digits or both
+        if not seg.isalpha():
+            return True  # both (all digits was told above)
+        return n == 32 and _UUID_RE.fullmatch(seg) is not None  # 32 hex letters
+    # punctuation inside: each form below holds some that a word seldom does
+    if "@" in seg or "%40" in seg:
+        return _is_email(seg)
+    if n == 36 and _UUID_RE.fullmatch(seg):
         return True
-    has_digit = _HAS_DIGIT_RE.search(seg) is not None
-    if not has_digit:
-        return False
-    if _HEX_RE.fullmatch(seg):
+    if seg.startswith("eyJ") and _JWT_RE.fullmatch(seg):
         return True
-    return _TOKEN_RE.fullmatch(seg) is not None and _HAS_LETTER_RE.search(seg) is not None
+    if seg[-1] == "=":
+        return (
+            n % 4 == 0
+            and not seg[:-1].rstrip("=").islower()
+            and bool(_PADDED_BASE64_RE.fullmatch(seg))
+        )
+    if "+" in seg:
+        return (
+            _PLUS_BASE64_RE.fullmatch(seg) is not None
+            and _HAS_DIGIT_RE.search(seg) is not None
+            and _HAS_LETTER_RE.search(seg) is not None
+        )
+    if seg[0].isdigit() and _DATE_RE.match(seg):
+        return True
+    return (
+        n >= 20
+        and _TOKEN_RE.fullmatch(seg) is not None
+        and _HAS_DIGIT_RE.search(seg) is not None
+        and _HAS_LETTER_RE.search(seg) is not None
+    )
+
+
+def _is_email(seg: str) -> bool:
+    """A local part, an "@" (or "%40"), then a domain with a dot in it."""
+    at = seg.find("@")
+    skip = 1
+    if at < 0:
+        at = seg.find("%40")
+        skip = 3
+    return at > 0 and seg.find(".", at + skip) > at + skip
 
 
 def origin_for_url(scheme: str, host: str, port: int | None) -> str:

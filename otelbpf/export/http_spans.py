@@ -42,6 +42,7 @@ from otelbpf.abi import ExchangeFlag, Role
 from otelbpf.exchange import Exchange
 from otelbpf.frozen import fast_constructor
 from otelbpf.urls import (
+    absolute_target_origin,
     origin_for_url,
     redact_path_parameters,
     redact_query,
@@ -85,17 +86,31 @@ class SpanOptions:
 
 @lru_cache(maxsize=1024)  # a server answers to few Host values, a client calls few hosts
 def split_host(host: str | None) -> tuple[str | None, int | None]:
-    """'example.com:8080' -> ('example.com', 8080); '[::1]:80' -> ('::1', 80)."""
+    """'example.com:8080' -> ('example.com', 8080); '[::1]:80' -> ('::1', 80).
+
+    An empty port is no port ('example.com:' -> ('example.com', None), RFC 3986 3.2.3); a
+    zone id's delimiter comes unescaped ('[fe80::1%25eth0]' -> 'fe80::1%eth0', RFC 6874:
+    the address, which origin_for_url escapes again); an IPv6 address without brackets has
+    no port to tell apart ('::1' -> ('::1', None)).
+    """
     if not host:
         return None, None
     if host.startswith("["):
         end = host.find("]")
         if end < 0:
             return None, None
+        address = host[1:end]
+        zone = address.find("%")
+        if zone >= 0 and address.startswith("25", zone + 1):
+            address = address[: zone + 1] + address[zone + 3 :]
         rest = host[end + 1 :]
-        return host[1:end], _port(rest[1:]) if rest.startswith(":") else None
+        return address, _port(rest[1:]) if rest.startswith(":") else None
     name, sep, port_text = host.rpartition(":")
-    port = _port(port_text) if sep else None
+    if not sep or ":" in name:
+        return host, None
+    if not port_text:
+        return name or None, None
+    port = _port(port_text)
     if port is not None:
         return name, port
     return host, None
@@ -116,11 +131,19 @@ def decimal_value(text: str | None) -> int | None:
     return None
 
 
-def _body_size(total_bytes: int, head_size: int | None, declared: int | None) -> int | None:
-    """Bytes after the head: exact when the head ended inside the capture."""
+def _body_size(
+    total_bytes: int, head_size: int | None, declared: int | None, transfer_encoding: str | None
+) -> int | None:
+    """Bytes after the head: exact when the head ended inside the capture, else the declared
+    Content-Length, which a Transfer-Encoding overrides (RFC 9112 6.3 rule 3: unknown)."""
     if head_size is not None:
         return max(0, total_bytes - head_size)
-    return declared
+    return None if transfer_encoding else declared
+
+
+# Responses without a body whatever their header fields say (RFC 9112 6.3 rule 1): 1xx, 204
+# and 304 (and any response to HEAD; a 2xx to CONNECT starts a tunnel, rule 2).
+_BODYLESS_STATUS = frozenset((*range(100, 200), 204, 304))
 
 
 @lru_cache(maxsize=4096)  # routes are few; paths repeat (and a miss costs little more)
@@ -152,7 +175,17 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         path = redact_path_parameters(path, options.keep_query_values)
     route = _route(path) if path else None
     status = response.status_code if response is not None else None
-    host_name, host_port = split_host(request.host)
+    if status is not None and status < 200 and status != 101:
+        status = None  # an interim response (HTTP/1's are skipped by the parser): not the answer
+    host = request.host
+    if target and target[0] != "/" and target != "*":
+        # absolute-form (through a proxy): the target's authority, not Host (RFC 9112 3.2.2)
+        origin = absolute_target_origin(target)
+        if origin is not None:
+            target_scheme, host = origin
+            if target_scheme in DEFAULT_PORTS:  # not any word a client sent: a metric's value
+                scheme = target_scheme
+    host_name, host_port = split_host(host)
     version = attributes[NETWORK_PROTOCOL_VERSION] = request.version
     if status is not None:
         attributes[HTTP_RESPONSE_STATUS_CODE] = status
@@ -178,16 +211,29 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         request_body = exchange.request_body_size  # counted (HTTP/2's DATA), else from the head
         if request_body is None:
             request_body = _body_size(
-                exchange.request_bytes, request.head_size, request.content_length
+                exchange.request_bytes,
+                request.head_size,
+                request.content_length,
+                request.transfer_encoding,
             )
         if request_body is not None:
             attributes[HTTP_REQUEST_BODY_SIZE] = request_body
-        if response is not None:
+        if status is not None:
             response_body = exchange.response_body_size
             if response_body is None:
-                response_body = _body_size(
-                    exchange.response_bytes, response.head_size, response.content_length
-                )
+                if (
+                    status in _BODYLESS_STATUS
+                    or request_method == "HEAD"
+                    or (request_method == "CONNECT" and status < 300)
+                ):
+                    response_body = 0  # what follows the head: the next response, or a tunnel
+                else:
+                    response_body = _body_size(
+                        exchange.response_bytes,
+                        response.head_size,
+                        response.content_length,
+                        response.transfer_encoding,
+                    )
             if response_body is not None:
                 attributes[HTTP_RESPONSE_BODY_SIZE] = response_body
         is_error = status is not None and status >= 500
@@ -226,10 +272,11 @@ def http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         metric_attributes[HTTP_RESPONSE_STATUS_CODE] = status
     if is_error:
         metric_attributes[ERROR_TYPE] = error_type
-    if server_port:
-        metric_attributes[SERVER_PORT] = server_port
-    if kind is _SPAN_CLIENT and server_address:
-        metric_attributes[SERVER_ADDRESS] = server_address
+    if kind is _SPAN_CLIENT:  # Required on the client metric, Opt-In on the server's
+        if server_port:
+            metric_attributes[SERVER_PORT] = server_port
+        if server_address:
+            metric_attributes[SERVER_ADDRESS] = server_address
 
     start_ns = exchange.start_ns
     end_ns = exchange.end_ns

@@ -17,6 +17,12 @@ Reasons given by ``Unparseable``:
 ``truncated``         looks like HTTP/1.x, but the first line was cut off by the capture
 ``bad-request-line``  the request line is complete but malformed
 ``bad-status-line``   the status line is complete but malformed
+``interim``           only interim (1xx) responses, no final one, within the capture
+
+A response capture may start with interim responses (``100 Continue``, ``103 Early
+Hints``): ``parse_response`` skips them and parses the final response after them (RFC 9110
+15.2), whose ``head_size`` counts from the start of the capture. ``101 Switching Protocols``
+is final.
 """
 
 from __future__ import annotations
@@ -149,16 +155,25 @@ _NOT_HTTP1 = Unparseable("not-http1")
 _TRUNCATED = Unparseable("truncated")
 _BAD_REQUEST_LINE = Unparseable("bad-request-line")
 _BAD_STATUS_LINE = Unparseable("bad-status-line")
+_INTERIM = Unparseable("interim")
+_LINE_ENDS = (b"\r", b"\n")
 
 
 def looks_like_request(data: bytes) -> bool:
     """Cheap sniff: ``data`` starts with a well-known method followed by a space.
 
     Stricter than ``parse_request`` (which accepts any token as method) on purpose, so
-    that other text protocols ("EHLO x", "get key", ...) are not taken for HTTP.
+    that other text protocols ("EHLO x", "get key", ...) are not taken for HTTP. Blank
+    lines before the method are skipped, as ``parse_request`` skips them (RFC 9112 2.2).
     """
     sp = data.find(b" ", 0, _KNOWN_METHOD_MAX_LEN + 1)
-    return sp > 0 and data[:sp] in KNOWN_METHODS
+    if sp > 0 and data[:sp] in KNOWN_METHODS:
+        return True
+    if data[:1] not in _LINE_ENDS:  # the common miss: no copy, no second search
+        return False
+    start = _skip_leading_blank_lines(data)
+    sp = data.find(b" ", start, start + _KNOWN_METHOD_MAX_LEN + 1)
+    return sp > start and data[start:sp] in KNOWN_METHODS
 
 
 def parse_request(data: bytes) -> RequestHead | Unparseable:
@@ -207,21 +222,34 @@ def parse_request(data: bytes) -> RequestHead | Unparseable:
 
 
 def parse_response(data: bytes) -> ResponseHead | Unparseable:
-    """Parse the head of an HTTP/1.0 or 1.1 response from a (possibly truncated) capture."""
-    match = _STATUS_LINE.match(data)
-    if match is not None:
-        version, code, reason = match.group(1, 2, 3)
-        status_code = int(code)
-        if reason is None:
-            reason = b""
-        elif reason.endswith(b"\r"):
-            reason = reason[:-1]
-        nl = match.end() - 1
-    else:
-        line = _status_line(data)
-        if isinstance(line, Unparseable):
-            return line
-        version, status_code, reason, nl = line
+    """Parse the head of an HTTP/1.0 or 1.1 response from a (possibly truncated) capture.
+
+    Interim responses (1xx but 101) are skipped: the head returned is the final response's,
+    or ``Unparseable("interim")`` when the capture holds none after them.
+    """
+    pos = 0  # where the response parsed starts: after the interim ones skipped
+    while True:
+        match = _STATUS_LINE.match(data, pos)
+        if match is not None:
+            version, code, reason = match.group(1, 2, 3)
+            status_code = int(code)
+            if reason is None:
+                reason = b""
+            elif reason.endswith(b"\r"):
+                reason = reason[:-1]
+            nl = match.end() - 1
+        else:
+            line = _status_line(data, pos)
+            if isinstance(line, Unparseable):
+                return line if pos == 0 else _INTERIM
+            version, status_code, reason, nl = line
+        if status_code >= 200 or status_code == 101:
+            break
+        # An interim response (100 Continue, 103 Early Hints): the final one follows its head.
+        blank = _BLANK_LINE.search(data, nl)
+        if blank is None:
+            return _INTERIM
+        pos = blank.end()
 
     block, head_size = _header_block(data, nl)
     find = block.lower().find
@@ -276,9 +304,10 @@ def _request_line(data: bytes) -> tuple[bytes, bytes, bytes, int] | Unparseable:
     return method, target, version, nl
 
 
-def _status_line(data: bytes) -> tuple[bytes, int, bytes, int] | Unparseable:
-    """Any status line: (version, status code, reason, index of its LF) or why it is unusable."""
-    start = _skip_leading_blank_lines(data)
+def _status_line(data: bytes, pos: int = 0) -> tuple[bytes, int, bytes, int] | Unparseable:
+    """Any status line from ``pos`` on: (version, status code, reason, index of its LF) or
+    why it is unusable."""
+    start = _skip_leading_blank_lines(data, pos)
     if start >= len(data):
         return _EMPTY
     if data.startswith(_TLS_PREFIXES, start):
@@ -305,12 +334,12 @@ def _status_line(data: bytes) -> tuple[bytes, int, bytes, int] | Unparseable:
     return version, status_code, reason, nl
 
 
-def _skip_leading_blank_lines(data: bytes) -> int:
-    """Index of the first byte after leading CR/LF (RFC 9112 2.2: ignore empty lines
-    before the start line, e.g. a stray CRLF after the previous body)."""
-    if data[:1] not in (b"\r", b"\n"):
-        return 0
-    return len(data) - len(data.lstrip(b"\r\n"))
+def _skip_leading_blank_lines(data: bytes, pos: int = 0) -> int:
+    """Index of the first byte from ``pos`` on after CR/LF (RFC 9112 2.2: ignore empty
+    lines before the start line, e.g. a stray CRLF after the previous body)."""
+    if data[pos : pos + 1] not in _LINE_ENDS:
+        return pos
+    return len(data) - len(data[pos:].lstrip(b"\r\n"))
 
 
 def _header_block(data: bytes, nl: int) -> tuple[bytes, int | None]:

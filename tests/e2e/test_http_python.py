@@ -431,7 +431,6 @@ def test_server_duration_histogram(receiver, server, start_agent):
                     "http.request.method": "GET",
                     "http.route": "/slow",
                     "http.response.status_code": 200,
-                    "server.port": port,
                     "url.scheme": "http",
                     "network.protocol.version": "1.1",
                 }.items()

@@ -70,3 +70,25 @@ def test_tls_and_unknown_bytes() -> None:
     other = make_exchange(Role.SERVER, b"PING\r\n", b"+PONG\r\n")
     assert classify(other) is Protocol.UNKNOWN
     assert other.http_request is None
+
+
+def test_a_request_after_a_stray_crlf_is_http1() -> None:
+    # a stray CRLF after the previous body: parse_request skips it (RFC 9112 2.2), and so
+    # must the sniff before it
+    exchange = make_exchange(Role.SERVER, b"\r\n" + REQUEST, RESPONSE)
+    assert classify(exchange) is Protocol.HTTP1
+    assert exchange.protocol is Protocol.HTTP1
+    assert exchange.http_request == http1.parse_request(REQUEST)
+    assert exchange.http_request.target == "/cart"
+
+
+def test_classify_attaches_the_final_response_after_an_interim_one() -> None:
+    response = b"HTTP/1.1 100 Continue\r\n\r\n" + RESPONSE
+    exchange = make_exchange(Role.SERVER, REQUEST, response)
+    assert classify(exchange) is Protocol.HTTP1
+    assert exchange.http_response is not None
+    assert exchange.http_response.status_code == 200
+    assert exchange.http_response.head_size == len(response) - 2
+    alone = make_exchange(Role.SERVER, REQUEST, b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert classify(alone) is Protocol.HTTP1
+    assert alone.http_response is None  # no final status: unknown, not 100

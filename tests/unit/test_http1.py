@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from otelbpf.protocols import http1
 from otelbpf.protocols.http1 import (
     RequestHead,
     ResponseHead,
@@ -396,6 +398,13 @@ def test_response_truncated_at_every_offset(cut: int) -> None:
         (b" GET /", False),
         (b"\x16\x03\x01", False),
         (b"", False),
+        # blank lines before the request line, which parse_request skips (RFC 9112 2.2)
+        (b"\r\nGET / HTTP/1.1\r\n", True),
+        (b"\n\r\n\r\nPOST /x", True),
+        (b"\r\n", False),
+        (b"\r\n\r\nEHLO mail.example.com", False),
+        (b"\r\n GET /", False),
+        (b"\r\nGET", False),
     ],
 )
 def test_looks_like_request(data: bytes, expected: bool) -> None:
@@ -535,3 +544,84 @@ def test_tracestate_comes_with_its_traceparent_only() -> None:
     alone = b"GET / HTTP/1.1\r\nHost: a\r\ntracestate: vendor=a\r\n\r\n"
     assert parse_request(alone).tracestate is None  # nothing to continue
     assert parse_request(CURL_REQUEST).tracestate is None
+
+
+# ---------------------------------------------------------------- interim (1xx) responses
+
+
+INTERIM_CASES = [
+    pytest.param(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\nerror",
+        resp(500, "Internal Server Error", content_length=5),
+        b"error",
+        id="100-then-500",
+    ),
+    pytest.param(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        resp(404, "Not Found", content_length=0),
+        b"",
+        id="103-then-404",
+    ),
+    pytest.param(
+        b"HTTP/1.1 100 Continue\n\nHTTP/1.1 102 Processing\r\n\r\n"
+        b"\r\nHTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        resp(200, "OK", version="1.0", transfer_encoding="chunked"),
+        b"0\r\n\r\n",
+        id="two-interim-then-200",
+    ),
+    pytest.param(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\nX-Cut: a",
+        resp(200, "OK", content_length=7, complete=False),
+        None,
+        id="final-head-cut",
+    ),
+    pytest.param(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+        resp(101, "Switching Protocols"),
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        id="101-is-final",
+    ),
+    pytest.param(b"HTTP/1.1 100 Continue\r\n\r\n", Unparseable("interim"), None, id="alone"),
+    pytest.param(b"HTTP/1.1 100 Continue\r\n", Unparseable("interim"), None, id="cut"),
+    pytest.param(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2",
+        Unparseable("interim"),
+        None,
+        id="final-line-cut",
+    ),
+    pytest.param(
+        b"HTTP/1.1 199 Odd\r\n\r\n\x00garbage",
+        Unparseable("interim"),
+        None,
+        id="garbage-after",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "expected", "body"), INTERIM_CASES)
+def test_interim_responses_are_skipped(
+    data: bytes, expected: ResponseHead | Unparseable, body: bytes | None
+) -> None:
+    parsed = parse_response(data)
+    assert parsed == expected
+    if isinstance(parsed, ResponseHead):
+        # head_size counts from the start of the capture: what follows is the final body
+        assert (None if parsed.head_size is None else data[parsed.head_size :]) == body
+
+
+def test_interim_responses_through_the_general_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same answers with the fast path's expression matching nothing."""
+    cases = [(p.values[0], p.values[1]) for p in INTERIM_CASES]
+    fast = [
+        (parse_response(data), getattr(parse_response(data), "head_size", None))
+        for data, _ in cases
+    ]
+    monkeypatch.setattr(http1, "_STATUS_LINE", re.compile(rb"(?!)"))
+    general = [
+        (parse_response(data), getattr(parse_response(data), "head_size", None))
+        for data, _ in cases
+    ]
+    assert general == fast
+    assert [result for result, _ in general] == [expected for _, expected in cases]

@@ -19,7 +19,8 @@ from otelbpf.protocols.http1 import (
 )
 
 # ---------------------------------------------------------------- the reference parser
-# otelbpf/protocols/http1.py as it was at commit ae07859, before the fast paths.
+# otelbpf/protocols/http1.py as it was at commit ae07859, before the fast paths; with one
+# fix since: interim (1xx but 101) responses are skipped for the final one after them.
 
 MAX_METHOD_LEN = 20
 MAX_HEADER_LINES = 100
@@ -172,6 +173,10 @@ def reference_response(data: bytes) -> ResponseHead | Unparseable:
     status_code = int(code)
     if not 100 <= status_code <= 599:
         return _BAD_STATUS_LINE
+    if status_code < 200 and status_code != 101:
+        end = _end_of_head(data, nl + 1)
+        final = None if end is None else reference_response(data[end:])
+        return final if isinstance(final, ResponseHead) else Unparseable("interim")
 
     values: list[bytes | None] = [None] * 5
     complete = _scan_headers(data, nl + 1, _RESPONSE_FIELDS, values)
@@ -225,6 +230,17 @@ def _scan_headers(
                     return _blank_line_from(data, nl + 1)
         pos = nl + 1
     return _blank_line_from(data, pos)
+
+
+def _end_of_head(data: bytes, pos: int) -> int | None:
+    """Where the head whose header lines start at ``pos`` ends: after its empty line."""
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return None
+        if data[pos:nl] in (b"", b"\r"):
+            return nl + 1
+        pos = nl + 1
 
 
 def _blank_line_from(data: bytes, pos: int) -> bool:
@@ -298,6 +314,9 @@ _REQUEST_LINES = st.sampled_from(
 _STATUS_LINES = st.sampled_from(
     [
         b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 100 Continue",
+        b"HTTP/1.1 103",
+        b"HTTP/1.0 101 Switching Protocols",
         b"HTTP/1.0 503 Busy ",
         b"\r\nHTTP/1.1 204",
         b"HTTP/1.1 200",
@@ -327,7 +346,20 @@ def _head(start: bytes, lines: list[bytes], newlines: list[bytes], tail: bytes) 
     return b"".join(parts) + tail
 
 
-_TAILS = st.sampled_from([b"", b"\r\n", b"\n", b"\r\n\r\n", b"\n\n", b"\r\n\r\nHost: body\r\n"])
+_TAILS = st.sampled_from(
+    [
+        b"",
+        b"\r\n",
+        b"\n",
+        b"\r\n\r\n",
+        b"\n\n",
+        b"\r\n\r\nHost: body\r\n",
+        # a response after an interim one
+        b"\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc",
+        b"\n\n\r\nHTTP/1.1 102\n\nHTTP/1.0 500 X\nTransfer-Encoding: chunked\n",
+        b"\r\n\r\nHTTP/1.1 200 O",
+    ]
+)
 
 
 @settings(max_examples=500, deadline=None)

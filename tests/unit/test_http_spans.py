@@ -10,6 +10,7 @@ from opentelemetry.semconv._incubating.attributes.http_attributes import (
     HTTP_RESPONSE_BODY_SIZE,
 )
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_REQUEST_METHOD_ORIGINAL,
@@ -37,6 +38,7 @@ from otelbpf.export.http_spans import (
     split_host,
 )
 from otelbpf.protocols.classify import classify
+from otelbpf.protocols.http1 import ResponseHead
 
 T0 = 1_700_000_000_000_000_000
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -135,7 +137,6 @@ def test_server_span_exact() -> None:
             HTTP_ROUTE: "/users/{id}",
             URL_SCHEME: "http",
             HTTP_RESPONSE_STATUS_CODE: 200,
-            SERVER_PORT: 8443,
         },
     )
 
@@ -191,7 +192,6 @@ def test_server_without_host_falls_back_to_local_address() -> None:
         HTTP_ROUTE: "/orders/{id}/items",
         URL_SCHEME: "http",
         HTTP_RESPONSE_STATUS_CODE: 204,
-        SERVER_PORT: 8080,
     }
 
 
@@ -436,6 +436,23 @@ def test_a_host_port_that_only_looks_numeric_is_no_port() -> None:
     assert split_host("h:8080") == ("h", 8080)
 
 
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("example.com:", ("example.com", None)),  # an empty port (RFC 3986 3.2.3)
+        ("[::1]:", ("::1", None)),
+        (":", (None, None)),
+        ("[fe80::1%25eth0]:8080", ("fe80::1%eth0", 8080)),  # the zone id unescaped (RFC 6874)
+        ("[fe80::1%eth0]", ("fe80::1%eth0", None)),  # sent unescaped: taken as it is
+        ("[fe80::1%2525]:80", ("fe80::1%25", 80)),  # the zone "25"
+        ("::1", ("::1", None)),  # no brackets: no port to tell from the address
+        ("2001:db8::1:80", ("2001:db8::1:80", None)),
+    ],
+)
+def test_split_host_odd_forms(host: str, expected: tuple[str | None, int | None]) -> None:
+    assert split_host(host) == expected
+
+
 def test_a_host_port_beyond_tcp_ports_is_no_port() -> None:
     # 20 digits would not fit an OTLP int attribute: protobuf refused the whole export for it
     assert split_host("h:99999999999999999999") == ("h:99999999999999999999", None)
@@ -528,3 +545,218 @@ def test_a_session_in_the_path_is_redacted_and_left_out_of_the_route() -> None:
     assert span.name == "GET /cart/items"
     kept = http_span(exchange, SpanOptions(keep_query_values=True))
     assert kept.attributes[URL_PATH] == "/cart;jsessionid=0A1B2C3D4E5F6A7B/items"
+
+
+# ---------------------------------------------------------------- interim responses
+
+
+def test_100_continue_then_500_is_a_500_server_error() -> None:
+    request = (
+        b"POST /upload HTTP/1.1\r\nHost: a.example\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
+    response = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\nerror"
+    )
+    span = span_of(make_exchange(Role.SERVER, request, response))
+    assert span.is_error is True
+    assert span.attributes == {
+        HTTP_REQUEST_METHOD: "POST",
+        NETWORK_PROTOCOL_VERSION: "1.1",
+        HTTP_RESPONSE_STATUS_CODE: 500,
+        URL_SCHEME: "http",
+        URL_PATH: "/upload",
+        HTTP_ROUTE: "/upload",
+        CLIENT_ADDRESS: "10.0.0.7",
+        CLIENT_PORT: 51234,
+        HTTP_REQUEST_BODY_SIZE: 3,
+        HTTP_RESPONSE_BODY_SIZE: 5,
+        ERROR_TYPE: "500",
+        SERVER_ADDRESS: "a.example",
+        SERVER_PORT: 8080,
+    }
+    assert span.metric_attributes == {
+        HTTP_REQUEST_METHOD: "POST",
+        NETWORK_PROTOCOL_VERSION: "1.1",
+        HTTP_ROUTE: "/upload",
+        URL_SCHEME: "http",
+        HTTP_RESPONSE_STATUS_CODE: 500,
+        ERROR_TYPE: "500",
+    }
+
+
+def test_103_early_hints_then_404_is_a_404_client_error() -> None:
+    response = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    )
+    request = b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n"
+    span = span_of(make_exchange(Role.CLIENT, request, response))
+    assert span.is_error is True
+    assert span.attributes[HTTP_RESPONSE_STATUS_CODE] == 404
+    assert span.attributes[ERROR_TYPE] == "404"
+    assert span.metric_attributes[HTTP_RESPONSE_STATUS_CODE] == 404
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n",  # the final response came after the capture
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 20",  # its status line cut
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>",  # the interim head itself cut
+    ],
+    ids=["interim-only", "final-cut", "interim-cut"],
+)
+def test_an_interim_response_alone_gives_no_status(response: bytes) -> None:
+    for role in (Role.SERVER, Role.CLIENT):
+        span = span_of(make_exchange(role, SERVER_REQUEST, response, response_bytes=5000))
+        assert span.is_error is False
+        assert HTTP_RESPONSE_STATUS_CODE not in span.attributes
+        assert HTTP_RESPONSE_STATUS_CODE not in span.metric_attributes
+        assert HTTP_RESPONSE_BODY_SIZE not in span.attributes
+        assert ERROR_TYPE not in span.attributes
+
+
+def test_an_interim_status_handed_in_is_no_status() -> None:
+    # HTTP/2 feeds ResponseHeads of its own: a 1xx one is not the answer either
+    exchange = make_exchange(Role.SERVER, SERVER_REQUEST, SERVER_RESPONSE)
+    classify(exchange)
+    exchange.http_response = ResponseHead("2", 103, "", None, None, True)
+    span = http_span(exchange, SpanOptions())
+    assert HTTP_RESPONSE_STATUS_CODE not in span.attributes
+    assert HTTP_RESPONSE_BODY_SIZE not in span.attributes
+
+
+def test_101_switching_protocols_is_final_and_has_no_body() -> None:
+    request = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"
+    span = span_of(make_exchange(Role.SERVER, request, response, response_bytes=9000))
+    assert span.attributes[HTTP_RESPONSE_STATUS_CODE] == 101
+    assert span.attributes[HTTP_RESPONSE_BODY_SIZE] == 0  # websocket frames, not a body
+    assert span.is_error is False
+
+
+# ---------------------------------------------------------------- message body length
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [("HEAD", 200), ("HEAD", 404), ("GET", 204), ("GET", 304), ("CONNECT", 200)],
+)
+def test_no_response_body_for_head_204_304_and_a_tunnel(method: str, status: int) -> None:
+    """RFC 9112 6.3 rules 1 and 2, whatever Content-Length says, whether the head ended
+    in the capture (what follows is the next response, or tunnelled bytes) or not."""
+    request = f"{method} /big.iso HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    head = f"HTTP/1.1 {status} X\r\nContent-Length: 1048576\r\n".encode()
+    cut = head + b"X-Pad: " + b"x" * 600  # cut by the capture: the declared length unused
+    whole = head + b"\r\n" + b"HTTP/1.1 200 OK\r\n\r\n"  # then another response's bytes
+    for response in (cut, whole):
+        exchange = make_exchange(Role.SERVER, request, response, response_bytes=len(head) + 700)
+        assert span_of(exchange).attributes[HTTP_RESPONSE_BODY_SIZE] == 0
+
+
+def test_a_200_to_get_still_counts_its_body() -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\nX-Pad: xx"
+    request = b"GET /big.iso HTTP/1.1\r\nHost: a\r\n\r\n"
+    exchange = make_exchange(Role.SERVER, request, response, response_bytes=2_000_000)
+    assert span_of(exchange).attributes[HTTP_RESPONSE_BODY_SIZE] == 1048576
+
+
+def test_transfer_encoding_overrides_content_length() -> None:
+    """RFC 9112 6.3 rule 3: with both, Content-Length is not the length; with the head cut
+    by the capture, the body size is unknown."""
+    request = (
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 999\r\n"
+        b"X-Pad: cut"
+    )
+    response = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 999999\r\nX-Pad: cut"
+    )
+    exchange = make_exchange(
+        Role.SERVER, request, response, request_bytes=5000, response_bytes=7000
+    )
+    span = span_of(exchange)
+    assert HTTP_REQUEST_BODY_SIZE not in span.attributes
+    assert HTTP_RESPONSE_BODY_SIZE not in span.attributes
+
+
+# ---------------------------------------------------------------- Host and the target's authority
+
+
+def test_host_with_an_empty_port() -> None:
+    request = b"GET /p HTTP/1.1\r\nHost: example.com:\r\n\r\n"
+    client = span_of(make_exchange(Role.CLIENT, request))
+    assert client.attributes[URL_FULL] == "http://example.com/p"
+    assert (client.attributes[SERVER_ADDRESS], client.attributes[SERVER_PORT]) == (
+        "example.com",
+        80,
+    )
+    server = span_of(make_exchange(Role.SERVER, request))
+    assert (server.attributes[SERVER_ADDRESS], server.attributes[SERVER_PORT]) == (
+        "example.com",
+        8080,
+    )
+
+
+def test_host_with_an_ipv6_zone_id() -> None:
+    request = b"GET /p HTTP/1.1\r\nHost: [fe80::1%25eth0]:8080\r\n\r\n"
+    span = span_of(make_exchange(Role.CLIENT, request))
+    assert span.attributes[URL_FULL] == "http://[fe80::1%25eth0]:8080/p"
+    assert span.attributes[SERVER_ADDRESS] == "fe80::1%eth0"
+    assert span.attributes[SERVER_PORT] == 8080
+    assert span.metric_attributes[SERVER_ADDRESS] == "fe80::1%eth0"
+
+
+def test_absolute_form_authority_wins_over_host_on_a_server() -> None:
+    request = b"GET http://api.example.com:8081/p?q=1 HTTP/1.1\r\nHost: other\r\n\r\n"
+    span = span_of(make_exchange(Role.SERVER, request))
+    assert span.attributes[SERVER_ADDRESS] == "api.example.com"
+    assert span.attributes[SERVER_PORT] == 8081
+    assert span.attributes[URL_PATH] == "/p"
+    assert span.attributes[URL_QUERY] == "q=REDACTED"
+    without_port = b"GET http://api.example.com/p HTTP/1.1\r\nHost: other:9\r\n\r\n"
+    span = span_of(make_exchange(Role.SERVER, without_port))
+    assert (span.attributes[SERVER_ADDRESS], span.attributes[SERVER_PORT]) == (
+        "api.example.com",
+        8080,  # the port the request came in on, as with a Host without one
+    )
+
+
+def test_absolute_form_through_a_proxy_without_host() -> None:
+    request = b"GET http://example.com:8080/p?q=1 HTTP/1.0\r\n\r\n"
+    proxy = SocketAddress("10.9.9.9", 3128)
+    span = span_of(make_exchange(Role.CLIENT, request, peer=proxy))
+    assert span.attributes[URL_FULL] == "http://example.com:8080/p?q=REDACTED"
+    assert (span.attributes[SERVER_ADDRESS], span.attributes[SERVER_PORT]) == (
+        "example.com",
+        8080,
+    )
+    assert span.metric_attributes[SERVER_ADDRESS] == "example.com"
+    assert span.metric_attributes[SERVER_PORT] == 8080
+
+
+def test_absolute_form_drops_userinfo_and_keeps_its_scheme() -> None:
+    request = b"GET HTTPS://user:pw@[::1]/a HTTP/1.1\r\nHost: wrong:1\r\n\r\n"
+    span = span_of(make_exchange(Role.CLIENT, request, peer=SocketAddress("10.9.9.9", 3128)))
+    assert span.attributes[URL_FULL] == "https://[::1]/a"
+    assert (span.attributes[SERVER_ADDRESS], span.attributes[SERVER_PORT]) == ("::1", 443)
+    odd_scheme = b"GET foo://example.com/a HTTP/1.1\r\n\r\n"  # not a metric value
+    server = span_of(make_exchange(Role.SERVER, odd_scheme))
+    assert server.attributes[URL_SCHEME] == "http"
+    assert server.attributes[SERVER_ADDRESS] == "example.com"
+
+
+# ---------------------------------------------------------------- the server metric
+
+
+def test_server_port_is_on_the_client_metric_only() -> None:
+    """Stable HTTP conventions: server.port is Opt-In on http.server.request.duration,
+    Required on http.client.request.duration. The server span keeps it."""
+    server = span_of(make_exchange(Role.SERVER, SERVER_REQUEST, SERVER_RESPONSE))
+    assert server.attributes[SERVER_PORT] == 8443
+    assert SERVER_PORT not in server.metric_attributes
+    assert SERVER_ADDRESS not in server.metric_attributes
+    client = span_of(make_exchange(Role.CLIENT, CLIENT_REQUEST))
+    assert client.metric_attributes[SERVER_PORT] == 80
+    assert client.metric_attributes[SERVER_ADDRESS] == "example.com"

@@ -56,7 +56,12 @@ from otelbpf.urls import (
 # digits int() rejects (such as '²') is no port rather than an exception, and so is one of
 # more than 5 digits or above 65535 (a number too big for an OTLP int lost the whole export);
 # an HTTP/2 request's body size is the DATA counted, as the response's was; and the values
-# of path parameters are redacted as the query's are.
+# of path parameters are redacted as the query's are. And RFC 9112's rules since: an empty
+# port is no port, a zone id's "%25" is unescaped, an IPv6 address without brackets has no
+# port; an absolute-form target's authority (and scheme, http or https) is the request's,
+# not Host's (3.2.2); no response body for HEAD, 1xx, 204, 304 or a 2xx to CONNECT, and no
+# Content-Length with a Transfer-Encoding (6.3); an interim status is no status; and
+# server.port only on the client metric (the conventions make it Opt-In on the server's).
 
 
 def _reference_port(text: str) -> bool:
@@ -71,14 +76,36 @@ def reference_split_host(host: str | None) -> tuple[str | None, int | None]:
         end = host.find("]")
         if end < 0:
             return None, None
+        address, percent, zone = host[1:end].partition("%")
+        if zone.startswith("25"):
+            zone = zone[2:]
         rest = host[end + 1 :]
         digits = rest[1:]
         port = int(digits) if rest.startswith(":") and _reference_port(digits) else None
-        return host[1:end], port
+        return address + percent + zone, port
+    if host.count(":") > 1:
+        return host, None
     name, sep, port_text = host.rpartition(":")
+    if sep and not port_text:
+        return name or None, None
     if sep and _reference_port(port_text):
         return name, int(port_text)
     return host, None
+
+
+def _target_authority(target: str) -> tuple[str, str] | None:
+    """An absolute-form target's scheme and authority (no userinfo)."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or not scheme[:1].isalpha():
+        return None
+    if any(not (c.isascii() and (c.isalnum() or c in "+.-")) for c in scheme):
+        return None
+    for end, ch in enumerate(rest):
+        if ch in "/?#":
+            rest = rest[:end]
+            break
+    authority = rest.split("@")[-1]
+    return (scheme.lower(), authority) if authority else None
 
 
 def _head_size(head: bytes) -> int | None:
@@ -95,12 +122,14 @@ def _head_size(head: bytes) -> int | None:
     return None
 
 
-def _body_size(total_bytes: int, head: bytes, declared: int | None) -> int | None:
+def _body_size(
+    total_bytes: int, head: bytes, declared: int | None, transfer_encoding: str | None
+) -> int | None:
     """Bytes after the head: exact when the head ended inside the capture."""
     size = _head_size(head)
     if size is not None:
         return max(0, total_bytes - size)
-    return declared
+    return None if transfer_encoding else declared
 
 
 def _method(request: RequestHead, attributes: dict[str, AttributeValue]) -> str:
@@ -119,6 +148,12 @@ def reference_http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
     assert request is not None
     attributes: dict[str, AttributeValue] = {}
     scheme = "https" if exchange.flags & ExchangeFlag.TLS else "http"
+    host = request.host
+    target_origin = _target_authority(request.target)
+    if target_origin is not None:
+        host = target_origin[1]
+        if target_origin[0] in ("http", "https"):
+            scheme = target_origin[0]
     method = _method(request, attributes)
     # an empty target: not known (an HTTP/2 stream whose :path the agent could not decode)
     path, query = split_target(request.target) if request.target else (None, None)
@@ -126,7 +161,9 @@ def reference_http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         path = redact_path_parameters(path, options.keep_query_values)
     route = route_of(path) if path else None
     status = response.status_code if response is not None else None
-    host_name, host_port = reference_split_host(request.host)
+    if status is not None and 100 <= status <= 199 and status != 101:
+        status = None
+    host_name, host_port = reference_split_host(host)
     attributes[NETWORK_PROTOCOL_VERSION] = request.version
     if status is not None:
         attributes[HTTP_RESPONSE_STATUS_CODE] = status
@@ -151,15 +188,29 @@ def reference_http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         request_body = exchange.request_body_size
         if request_body is None:
             request_body = _body_size(
-                exchange.request_bytes, exchange.request_head, request.content_length
+                exchange.request_bytes,
+                exchange.request_head,
+                request.content_length,
+                request.transfer_encoding,
             )
         if request_body is not None:
             attributes[HTTP_REQUEST_BODY_SIZE] = request_body
-        if response is not None:
+        if response is not None and status is not None:
             response_body = exchange.response_body_size
-            if response_body is None:
+            bodyless = (
+                request.method == "HEAD"
+                or 100 <= status <= 199
+                or status in (204, 304)
+                or (request.method == "CONNECT" and 200 <= status <= 299)
+            )
+            if response_body is None and bodyless:
+                response_body = 0
+            elif response_body is None:
                 response_body = _body_size(
-                    exchange.response_bytes, exchange.response_head, response.content_length
+                    exchange.response_bytes,
+                    exchange.response_head,
+                    response.content_length,
+                    response.transfer_encoding,
                 )
             if response_body is not None:
                 attributes[HTTP_RESPONSE_BODY_SIZE] = response_body
@@ -199,7 +250,7 @@ def reference_http_span(exchange: Exchange, options: SpanOptions) -> SpanRecord:
         metric_attributes[HTTP_RESPONSE_STATUS_CODE] = status
     if is_error:
         metric_attributes[ERROR_TYPE] = str(status)
-    if server_port:
+    if kind is SpanKind.CLIENT and server_port:
         metric_attributes[SERVER_PORT] = server_port
     if kind is SpanKind.CLIENT and server_address:
         metric_attributes[SERVER_ADDRESS] = server_address
@@ -232,8 +283,14 @@ _HOSTS = st.sampled_from(
         "[::1]",
         "[::1]x",
         "[fe80::1%eth0]:80",
+        "[fe80::1%25eth0]:80",
+        "[fe80::1%2525]",
+        "example.com:",
+        "[::1]:",
+        ":",
         "[bad",
         "::1",
+        "2001:db8::1:80",
         "h:\u00b2",  # a digit to str.isdigit() that int() refuses
     ]
 )
@@ -250,6 +307,10 @@ _TARGETS = st.sampled_from(
         "*",
         "example.com:443",
         "http://example.com:8080/p?q=1",
+        "http://user:pw@api.example.com:81/x?y=1",
+        "HTTPS://[::1]/a#f",
+        "foo+bar://h:9/x",
+        "http://u@/p",
         "https://h",
         "//double//slash/",
         "/caf\u00c3\u00a9",
@@ -269,23 +330,29 @@ def exchanges(draw: st.DrawFn) -> Exchange:
     request_head = draw(_HEADS)
     response_head = draw(_HEADS)
     request = RequestHead(
-        method=draw(st.sampled_from(["GET", "POST", "DELETE", "PURGE", "get", "_OTHER"])),
+        method=draw(
+            st.sampled_from(["GET", "POST", "DELETE", "HEAD", "CONNECT", "PURGE", "get", "_OTHER"])
+        ),
         target=draw(_TARGETS),
         version=draw(st.sampled_from(["1.0", "1.1", "2"])),
         host=draw(_HOSTS),
         user_agent=draw(st.sampled_from([None, "", "curl/8.5.0"])),
         content_length=draw(st.none() | st.integers(0, 10**6)),
-        transfer_encoding=None,
+        transfer_encoding=draw(st.sampled_from([None, "chunked", ""])),
         traceparent=draw(st.sampled_from([None, "00-" + "1" * 32 + "-" + "2" * 16 + "-01"])),
         complete=draw(st.booleans()),
         head_size=_head_size(request_head),
     )
-    status = draw(st.none() | st.sampled_from([100, 200, 204, 301, 399, 400, 404, 499, 500, 503]))
+    status = draw(
+        st.none()
+        | st.sampled_from([100, 101, 103, 199, 200, 204, 206, 301, 304, 399, 400, 404, 500, 503])
+    )
     response = None
     if status is not None:
         content_length = draw(st.none() | st.integers(0, 10**6))
+        transfer_encoding = draw(st.sampled_from([None, "chunked"]))
         response = ResponseHead(
-            "1.1", status, "R", content_length, None, True, _head_size(response_head)
+            "1.1", status, "R", content_length, transfer_encoding, True, _head_size(response_head)
         )
     start_ns = draw(st.integers(0, 10**19))
     return Exchange(

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from otelbpf.urls import (
     MAX_ROUTE_LEN,
     MAX_ROUTE_SEGMENTS,
+    absolute_target_origin,
     origin_for_url,
     redact_path_parameters,
     redact_query,
@@ -64,7 +65,30 @@ def test_redact_query(query: str, expected: str) -> None:
     assert redact_query(query) == expected
 
 
-@pytest.mark.parametrize("query", ["a=1&b=&c", "token=secret", "", "flag"])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "REDACTED"),  # a bare token
+        ("1700000000", "REDACTED"),  # a number: a cache buster, an id
+        ("ab12cd34", "REDACTED"),
+        ("alice@example.com", "REDACTED"),
+        ("alice%40example.com", "REDACTED"),
+        ("dGhpcyBpcyBhIHNlY3JldA==", "REDACTED"),  # the '=' are padding, not a value
+        ("dGhpcw==&b=", "REDACTED&b=REDACTED"),
+        ("profile=&x", "profile=REDACTED&x"),
+        ("page=2&3f2504e0-4f89-11d3-9a0c-0305e82c3301&debug", "page=REDACTED&REDACTED&debug"),
+        ("debug", "debug"),  # short flag-like words stay
+        ("debug&verbose&v2", "debug&verbose&v2"),
+        ("nocache&&a=1", "nocache&&a=REDACTED"),
+        ("", ""),
+    ],
+)
+def test_redact_query_bare_identifiers(query: str, expected: str) -> None:
+    assert redact_query(query) == expected
+    assert redact_query(query, keep_values=True) == query
+
+
+@pytest.mark.parametrize("query", ["a=1&b=&c", "token=secret", "", "flag", "ab12cd34"])
 def test_redact_query_keep_values(query: str) -> None:
     assert redact_query(query, keep_values=True) == query
 
@@ -88,14 +112,48 @@ def test_redact_query_keep_values(query: str) -> None:
         ("/orders/123e4567e89b12d3a456426614174000", "/orders/{id}"),
         ("/orders/abcdefabcdefabcdefabcdefabcdefab", "/orders/{id}"),  # 32 hex, no digit
         ("/blobs/deadbeef00112233", "/blobs/{id}"),  # 16 hex with digits
-        ("/blobs/deadbeef0011223", "/blobs/deadbeef0011223"),  # 15 hex: too short
+        ("/blobs/deadbeef0011223", "/blobs/{id}"),  # 15 hex: letters and digits, 8+
         ("/blobs/deadbeefdeadbeef", "/blobs/deadbeefdeadbeef"),  # hex-looking word, no digit
         ("/s/aB3dE5fG7hJ9kL1mN2pQ", "/s/{id}"),  # 20-char base64url token
         ("/s/aB3dE5fG7h-J9kL1_N2pQ4", "/s/{id}"),
-        ("/s/aB3dE5fG7hJ9kL1mN2p", "/s/aB3dE5fG7hJ9kL1mN2p"),  # 19 chars: kept
+        ("/s/aB3dE5fG7hJ9kL1mN2p", "/s/{id}"),  # 19 chars: letters and digits, 8+
+        ("/s/aB3dE5f-7hJ9kL1mN2p", "/s/aB3dE5f-7hJ9kL1mN2p"),  # 19 with a dash: kept
         ("/docs/internationalization", "/docs/internationalization"),  # letters only
         ("/n/12345678901234567890123", "/n/{id}"),
         ("/x/\u0661\u0662\u0663", "/x/\u0661\u0662\u0663"),  # non-ASCII digits kept
+        # secrets and personal data
+        ("/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc", "/t/{id}"),  # JWT
+        ("/t/eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", "/t/{id}"),  # unsigned JWT
+        ("/t/eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d", "/t/{id}"),  # JWE: five parts
+        ("/t/eyJhbGciOiJIUzI1NiJ9.e30", "/t/eyJhbGciOiJIUzI1NiJ9.e30"),  # two parts: no JWT
+        ("/reset/dGhpcyBpcyBhIHNlY3JldA==", "/reset/{id}"),  # base64, padded
+        ("/reset/dGhpcyBpcw==", "/reset/{id}"),
+        ("/reset/YWJjZGVmZw=", "/reset/YWJjZGVmZw="),  # 11 chars: not base64's length
+        ("/reset/profile=", "/reset/profile="),  # all lower-case letters
+        ("/k/ab+cd9ef12gh", "/k/{id}"),  # base64 with a '+'
+        ("/k/c++", "/k/c++"),
+        ("/k/hello+world", "/k/hello+world"),  # no digit
+        ("/users/alice@example.com", "/users/{id}"),
+        ("/users/al@x.io", "/users/{id}"),  # short: an address still
+        ("/users/alice%40example.com/orders", "/users/{id}/orders"),
+        ("/@alice", "/@alice"),  # a handle, no address
+        ("/posts/2024-01-01", "/posts/{id}"),
+        ("/posts/2024-1-9/comments", "/posts/{id}/comments"),
+        ("/at/2024-01-01T10:00:00Z", "/at/{id}"),
+        ("/on/31.01.2024", "/on/{id}"),
+        ("/on/01-31-2024", "/on/{id}"),
+        ("/o/ab12cd34", "/o/{id}"),  # letters and digits, 8 chars
+        ("/o/ab12cd3", "/o/ab12cd3"),  # 7 chars: kept
+        ("/o/ORDER123", "/o/{id}"),
+        ("/u/550e8400e29b41d4a716446655440000x", "/u/{id}"),
+        # words stay
+        ("/api/v2/users", "/api/v2/users"),
+        ("/healthz", "/healthz"),
+        ("/static/index.html", "/static/index.html"),
+        ("/static/style.css", "/static/style.css"),
+        ("/static/jquery.min.js", "/static/jquery.min.js"),
+        ("/api_v2_beta/x-2024", "/api_v2_beta/x-2024"),
+        ("/docs/getting-started", "/docs/getting-started"),
         ("/users/1?x=2", "/users/{id}"),
         ("/users/1#top", "/users/{id}"),
         ("users/1", "/users/{id}"),
@@ -190,6 +248,7 @@ def test_origin_for_url(scheme: str, host: str, port: int | None, expected: str)
         ("/a;x=1;y;z=/b;c=2", "/a;x=REDACTED;y;z=REDACTED/b;c=REDACTED"),
         ("/plain/path", "/plain/path"),
         ("/v1;beta", "/v1;beta"),
+        ("/cart;0A1B2C3D4E5F6A7B/items", "/cart;REDACTED/items"),  # a bare id
     ],
 )
 def test_path_parameter_values_are_redacted(path: str, redacted: str) -> None:
@@ -201,3 +260,25 @@ def test_path_parameter_values_are_redacted(path: str, redacted: str) -> None:
 def test_a_route_drops_path_parameters() -> None:
     assert route_of("/cart;jsessionid=0A1B2C3D4E5F/items/42") == "/cart/items/{id}"
     assert route_of("/users/7;v=2") == "/users/{id}"
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("http://example.com:8080/p?q=1", ("http", "example.com:8080")),
+        ("http://example.com", ("http", "example.com")),
+        ("http://example.com?x=1", ("http", "example.com")),
+        ("http://example.com#top", ("http", "example.com")),
+        ("HTTPS://EXAMPLE.COM/Upper", ("https", "EXAMPLE.COM")),
+        ("http://user:pw@[::1]:8080/a/b", ("http", "[::1]:8080")),  # userinfo dropped
+        ("http://a@b@host/p", ("http", "host")),
+        ("http://user@/p", None),  # an empty authority
+        ("http:///p", None),
+        ("/p?x=http://h/", None),
+        ("*", None),
+        ("example.com:443", None),
+        ("", None),
+    ],
+)
+def test_absolute_target_origin(target: str, expected: tuple[str, str] | None) -> None:
+    assert absolute_target_origin(target) == expected
