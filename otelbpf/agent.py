@@ -110,7 +110,7 @@ class Agent:
         self.stats = AgentStats()
         self._stop = threading.Event()
         self._records: list[bytes] = []
-        self._exited: set[int] = set()
+        self._exited: dict[int, int] = {}  # pid -> wall-clock ns its exit was read at
         self._next_gone_scan = 0.0
         self._warned_tls: set[int] = set()
         self.probes = None
@@ -154,7 +154,7 @@ class Agent:
             probes.tls.attach if config.tls else None,
             watch_loader=probes.hook_loader if config.tls and probes.hooks_loaders else None,
         )
-        self.h2 = Http2Streams(probes.mark_h2)
+        self.h2 = Http2Streams(probes.mark_h2, config.max_connections, self.stats.skipped)
         probes.open_events(self._records.append)
         try:
             probes.attach()
@@ -405,7 +405,7 @@ class Agent:
             self.telemetry.forget(notice.pid)
             self._seeder.seed(notice.pid)  # inherited listening sockets
         elif notice.kind is EventType.EXIT:
-            self._exited.add(notice.pid)
+            self._exited[notice.pid] = time.time_ns()
             self.tls.forget(notice.pid)
             self._warned_tls.discard(notice.pid)
 
@@ -416,7 +416,8 @@ class Agent:
         idle. Every GONE_SCAN_S, and after exits, every connection is looked at: those of
         processes that exited (the kernel closes their sockets without a close() call) are
         flushed and forgotten, the others checked for idleness too, which catches an answered
-        exchange whose mark a later connection took (two connections in one slot).
+        exchange whose mark a later connection took (two connections in one slot). The HTTP/2
+        parsers of gone processes go too, their open streams reported as a close reports them.
         """
         probes = self.probes
         self._own.recheck()
@@ -438,6 +439,12 @@ class Agent:
             for pid, is_alive in alive.items():
                 if not is_alive:
                     probes.forget_pid(pid)
+            for pid in self.h2.pids():
+                if pid not in alive:
+                    alive[pid] = pid not in self._exited and os.path.exists(f"/proc/{pid}")
+                if not alive[pid]:
+                    ended = self._exited.get(pid) or time.time_ns()
+                    self._on_streams(self.h2.forget_pid(pid, ended))
             self._exited.clear()
         if requests:
             probes.flush(requests)

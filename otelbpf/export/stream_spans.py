@@ -5,10 +5,15 @@ application/grpc): rpc.system grpc, rpc.service, rpc.method, rpc.grpc.status_cod
 trailers (or a trailers-only response), name "service/method". Plain HTTP/2 reuses the HTTP/1
 builder with network.protocol.version "2". Attribute names come from the semantic-conventions
 package (the RPC ones are still incubating there).
+
+A stream ended by RST_STREAM (or left out by the server's GOAWAY, which amounts to
+REFUSED_STREAM) before any grpc-status gets the status gRPC itself gives the call for that
+code (PROTOCOL-HTTP2.md, "Errors"): a client's CANCEL is CANCELLED, which is no server error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
@@ -45,6 +50,58 @@ GRPC_STATUS_UNKNOWN = 2
 # The conventions' gRPC server rule: these codes mean the server failed; others are the
 # caller's (and ERROR on the client side, where any non-OK code is an error).
 GRPC_SERVER_ERRORS = frozenset((2, 4, 12, 13, 14, 15))
+GRPC_CANCELLED, GRPC_RESOURCE_EXHAUSTED, GRPC_PERMISSION_DENIED = 1, 8, 7
+GRPC_INTERNAL, GRPC_UNAVAILABLE = 13, 14
+# RFC 9113 7's error codes, by value: the names error.type gives a plain HTTP/2 reset
+HTTP2_ERROR_NAMES = (
+    "NO_ERROR",
+    "PROTOCOL_ERROR",
+    "INTERNAL_ERROR",
+    "FLOW_CONTROL_ERROR",
+    "SETTINGS_TIMEOUT",
+    "STREAM_CLOSED",
+    "FRAME_SIZE_ERROR",
+    "REFUSED_STREAM",
+    "CANCEL",
+    "COMPRESSION_ERROR",
+    "CONNECT_ERROR",
+    "ENHANCE_YOUR_CALM",
+    "INADEQUATE_SECURITY",
+    "HTTP_1_1_REQUIRED",
+)
+# gRPC's PROTOCOL-HTTP2.md ("Errors"): the status of a call reset with each code. STREAM_CLOSED
+# and HTTP_1_1_REQUIRED, which it leaves out, are INTERNAL as in grpc-go; a code past the
+# RFC's is UNKNOWN, as in grpc-go.
+RST_TO_GRPC = {
+    0x0: GRPC_INTERNAL,  # NO_ERROR: an OK status should have been sent
+    0x1: GRPC_INTERNAL,  # PROTOCOL_ERROR
+    0x2: GRPC_INTERNAL,  # INTERNAL_ERROR
+    0x3: GRPC_INTERNAL,  # FLOW_CONTROL_ERROR
+    0x4: GRPC_INTERNAL,  # SETTINGS_TIMEOUT
+    0x5: GRPC_INTERNAL,  # STREAM_CLOSED
+    0x6: GRPC_INTERNAL,  # FRAME_SIZE_ERROR
+    0x7: GRPC_UNAVAILABLE,  # REFUSED_STREAM: not processed, may be retried
+    0x8: GRPC_CANCELLED,  # CANCEL
+    0x9: GRPC_INTERNAL,  # COMPRESSION_ERROR
+    0xA: GRPC_INTERNAL,  # CONNECT_ERROR
+    0xB: GRPC_RESOURCE_EXHAUSTED,  # ENHANCE_YOUR_CALM
+    0xC: GRPC_PERMISSION_DENIED,  # INADEQUATE_SECURITY
+    0xD: GRPC_INTERNAL,  # HTTP_1_1_REQUIRED
+}
+# a stream reset by no RST_STREAM: its connection closed (or its process exited) first
+CONNECTION_CLOSED = "connection_closed"
+
+
+def grpc_status_of_reset(code: int) -> int:
+    return RST_TO_GRPC.get(code, GRPC_STATUS_UNKNOWN)
+
+
+def reset_error_type(stream: Stream) -> str:
+    """error.type of a stream reset before it answered: the RST_STREAM code's name."""
+    code = stream.reset_code
+    if code is None:
+        return CONNECTION_CLOSED
+    return HTTP2_ERROR_NAMES[code] if code < len(HTTP2_ERROR_NAMES) else hex(code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +145,12 @@ def grpc_span(stream: Stream, conn: StreamConnection) -> SpanRecord:
     if path and path.startswith("/") and path.count("/") == 2:
         service, method = path[1:].split("/")
     status = _grpc_status(stream)
-    # No readable grpc-status: a reset stream failed; a stream whose trailers referenced HPACK
-    # entries the agent never saw ended normally as far as anyone can tell (not an error); a
-    # complete stream that ended without one broke the protocol.
+    if status is None and stream.reset_code is not None:
+        status = grpc_status_of_reset(stream.reset_code)  # what the call ends with in gRPC
+    # No readable grpc-status and no RST_STREAM: a stream reset by its connection's close
+    # failed; a stream whose trailers referenced HPACK entries the agent never saw ended
+    # normally as far as anyone can tell (not an error); a complete stream that ended
+    # without one broke the protocol.
     failed_unknown = stream.reset or not stream.partial
     kind = SpanKind.SERVER if conn.role == Role.SERVER else SpanKind.CLIENT
     attributes: dict[str, AttributeValue] = {RPC_SYSTEM: GRPC, NETWORK_PROTOCOL_VERSION: "2"}
@@ -119,7 +179,7 @@ def grpc_span(stream: Stream, conn: StreamConnection) -> SpanRecord:
         if status is not None:
             attributes[ERROR_TYPE] = str(status)
         else:
-            attributes[ERROR_TYPE] = "reset" if stream.reset else "missing grpc-status"
+            attributes[ERROR_TYPE] = CONNECTION_CLOSED if stream.reset else "missing grpc-status"
     if stream.partial:
         attributes[HEADERS_INCOMPLETE] = True
     metric_attributes: dict[str, AttributeValue] = {RPC_SYSTEM: GRPC}
@@ -188,4 +248,11 @@ def http2_span(stream: Stream, conn: StreamConnection, options: SpanOptions) -> 
     span = http_span(exchange, options)
     if stream.partial:
         span.attributes[HEADERS_INCOMPLETE] = True
+    if stream.reset and response is None:
+        # reset before any response: the request failed, and error.type says how (the HTTP
+        # conventions' rule for a failure before a status code was received or sent)
+        error_type = reset_error_type(stream)
+        span.attributes[ERROR_TYPE] = error_type
+        span.metric_attributes[ERROR_TYPE] = error_type
+        span = dataclasses.replace(span, is_error=True)
     return span

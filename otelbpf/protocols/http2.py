@@ -5,7 +5,10 @@ The kernel sends an HTTP/2 connection's bytes as chunks, one per syscall, copied
 header blocks decoded with hpack, one decoder per direction (each side's encoder keeps its own
 dynamic table). Bytes that were not copied are skipped when they fall inside a DATA payload
 (whose length the frame header gave); a frame lost any other way desynchronises the direction
-until a chunk starts with a plausible frame header again.
+until a chunk starts with a plausible frame header again. A frame hyperframe rejects for its
+stream (a PING on stream 1) is passed over alone when its length is believable. Whatever may
+have cost a header block (a desync, a rejected or malformed HEADERS, PUSH_PROMISE or
+CONTINUATION) marks the connection's HPACK tables unreliable: later streams are partial.
 
 Joined mid-connection (the agent started after it opened), header fields may reference
 dynamic-table entries this decoder never saw: they decode to a placeholder, the stream is
@@ -16,6 +19,7 @@ raises on garbage.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hpack import Decoder
@@ -41,6 +45,20 @@ UNKNOWN_HEADER = "x-otelbpf-unknown"
 HEADERS_TYPE = 0x1
 DATA_TYPE = 0x0
 END_STREAM = 0x1
+PADDED = 0x8
+# frame types whose payload is (part of) a header block: losing one desynchronises HPACK
+HEADER_BLOCK_TYPES = frozenset((0x1, 0x5, 0x9))  # HEADERS, PUSH_PROMISE, CONTINUATION
+# SETTINGS_MAX_FRAME_SIZE's initial value: the largest frame a peer sends unless told otherwise
+DEFAULT_MAX_FRAME_SIZE = 1 << 14
+# We only observe, so a header list is decoded whatever its size (hpack's default stops at
+# 64 KiB and loses the rest of the block, and with it the HPACK table's step); this bound
+# (Go's transport allows 10 MB) only keeps a hostile block's inflated size in check.
+MAX_HEADER_LIST_SIZE = 1 << 24
+# Streams whose end is never seen (lost in a gap, a peer that never answers) would stay open
+# for the connection's life: past this many, the oldest go. A peer's stream ids only
+# increase (RFC 9113 5.1.1), so the table's insertion order is oldest first.
+MAX_OPEN_STREAMS = 512
+REFUSED_STREAM = 0x7  # RFC 9113 7: what a stream above a GOAWAY's last-stream-id amounts to
 
 Headers = list[tuple[str, str]]
 
@@ -72,6 +90,9 @@ class Stream:
     response_data: int = 0
     reset: bool = False
     partial: bool = False  # header references into a table the agent never saw
+    # the RST_STREAM error code that ended it (REFUSED_STREAM for one a GOAWAY left out);
+    # None when it was not reset, or ended by its connection's close
+    reset_code: int | None = None
 
     def header(self, name: str, which: str = "request") -> str | None:
         source = {
@@ -94,13 +115,14 @@ class Side(enum.Enum):
 class _Direction:
     buffer: bytearray = field(default_factory=bytearray)
     skip: int = 0  # DATA payload bytes still to pass over (copied or not)
+    skip_pad: int = 0  # of those, the padding at the end (not counted); -1: not read yet
     skip_stream: int = 0
     skip_end_stream: bool = False
     desynced: bool = False
     elided: bool = False  # the chunks being parsed carry DATA frames as headers alone
     header_block: bytearray | None = None  # HEADERS awaiting CONTINUATION
     header_block_frame: Frame | None = None
-    decoder: Decoder = field(default_factory=Decoder)
+    decoder: Decoder = field(default_factory=lambda: Decoder(MAX_HEADER_LIST_SIZE))
     table: TolerantHeaderTable = field(default_factory=TolerantHeaderTable)
 
     def __post_init__(self) -> None:
@@ -143,7 +165,11 @@ def looks_like_http2(data: bytes, total_len: int | None = None) -> bool:
 class Http2Connection:
     """One connection's HTTP/2 state; feed it each direction's bytes in order."""
 
-    def __init__(self, joined_mid_connection: bool = False) -> None:
+    def __init__(
+        self,
+        joined_mid_connection: bool = False,
+        on_stale: Callable[[], None] | None = None,
+    ) -> None:
         self.joined = joined_mid_connection
         self.streams: dict[int, Stream] = {}
         self._sides = {Side.TO_SERVER: _Direction(), Side.TO_CLIENT: _Direction()}
@@ -152,6 +178,8 @@ class Http2Connection:
         self.frames_seen = 0
         self.desyncs = 0
         self.unreliable_table = joined_mid_connection
+        self.stale_streams = 0  # open streams dropped past MAX_OPEN_STREAMS
+        self._on_stale = on_stale  # told of each, as it happens
 
     # ---------------------------------------------------------------- input
 
@@ -179,7 +207,6 @@ class Http2Connection:
             self._parse(side, state, ts_ns, finished)
             if walk_lost:
                 self._desync(state)
-                self.unreliable_table = True
             return finished
         state.elided = False
         if side is Side.TO_SERVER and self._preface_left:
@@ -196,15 +223,17 @@ class Http2Connection:
                 return finished
             state.desynced = False
             state.buffer.clear()
-            state.skip = 0
+            state.skip = state.skip_pad = 0
         position = 0
         if state.skip:
-            passed = min(state.skip, len(data))
-            position = passed
-            self._count_data(side, state.skip_stream, passed)
-            state.skip -= passed
-            if state.skip == 0:
-                self._end_data_frame(side, state, ts_ns, finished)
+            position = min(state.skip, len(data))
+            if state.skip_pad < 0 and position:
+                # a PADDED frame whose header ended the last chunk: here is its pad length
+                state.skip -= 1
+                state.skip_pad = min(data[0], state.skip)
+                self._pass_skipped(side, state, position - 1, ts_ns, finished)
+            else:
+                self._pass_skipped(side, state, position, ts_ns, finished)
         state.buffer += data[position:]
         self._parse(side, state, ts_ns, finished)
         if missing:
@@ -232,11 +261,20 @@ class Http2Connection:
             try:
                 frame, length = Frame.parse_frame_header(memoryview(header))
             except (HyperframeError, ValueError):
-                self._desync(state)
-                return
+                # a frame on a stream its type forbids (PING on stream 1, DATA on stream 0):
+                # passed over whole when its length is believable, else we lost our place
+                skipped = self._skip_rejected(state, buffer, offset, header)
+                if skipped is None:
+                    self._desync(state)
+                    return
+                if skipped == 0:
+                    break  # wait for the rest of it
+                offset += skipped
+                continue
             available = len(buffer) - offset - FRAME_HEADER
             if isinstance(frame, DataFrame) and state.elided:
                 # the kernel counted this payload and left it out: the header says its size
+                # (padding included: the pad length went with the payload)
                 self._count_data(side, frame.stream_id, length)
                 state.skip_stream = frame.stream_id
                 state.skip_end_stream = bool(buffer[offset + 4] & END_STREAM)
@@ -247,15 +285,23 @@ class Http2Connection:
                 # DATA payloads are counted, never needed: pass over what is here, skip the rest
                 taken = min(length, available)
                 flags = buffer[offset + 4]
-                self._count_data(side, frame.stream_id, taken)
+                counted = taken
+                if not flags & PADDED:
+                    state.skip_pad = 0
+                elif taken:
+                    # pad length byte, data, padding: only the data is body (RFC 9113 6.1)
+                    data_size = length - min(length, 1 + buffer[offset + FRAME_HEADER])
+                    counted = min(taken - 1, data_size)
+                    state.skip_pad = (length - taken) - (data_size - counted)
+                else:
+                    state.skip_pad = -1  # the pad length is the next byte
+                self._count_data(side, frame.stream_id, counted)
                 offset += FRAME_HEADER + taken
-                if taken < length:
-                    state.skip = length - taken
-                    state.skip_stream = frame.stream_id
-                    state.skip_end_stream = bool(flags & END_STREAM)
-                    break
                 state.skip_stream = frame.stream_id
                 state.skip_end_stream = bool(flags & END_STREAM)
+                if taken < length:
+                    state.skip = length - taken
+                    break
                 self._end_data_frame(side, state, ts_ns, finished)
                 continue
             if available < length:
@@ -265,10 +311,51 @@ class Http2Connection:
             try:
                 frame.parse_body(body)
             except (HyperframeError, ValueError):
-                continue  # a malformed frame: skip it, its length was sound
+                # a malformed frame: skip it, its length was sound; a header block's fragment
+                # that goes this way leaves the HPACK table behind the encoder's
+                if header[3] in HEADER_BLOCK_TYPES:
+                    self._lost_header_block(state)
+                continue
             self.frames_seen += 1
             self._frame(side, state, frame, ts_ns, finished)
         del buffer[:offset]
+
+    def _skip_rejected(
+        self, state: _Direction, buffer: bytearray, offset: int, header: bytes
+    ) -> int | None:
+        """Bytes to pass over for a frame hyperframe rejected by its header; 0: not all here
+        yet; None: its length is not to be trusted (a reserved bit set, a next frame header
+        that is no frame header, or more than a peer sends unasked)."""
+        length = int.from_bytes(header[:3], "big")
+        if header[5] & 0x80:
+            return None
+        elided_data = header[3] == DATA_TYPE and state.elided
+        end = offset + FRAME_HEADER + (0 if elided_data else length)
+        if end + FRAME_HEADER <= len(buffer):
+            if not plausible_frame_header(buffer, end):
+                return None
+        elif end > len(buffer) and length > DEFAULT_MAX_FRAME_SIZE:
+            return None
+        if end > len(buffer):
+            return 0
+        if header[3] in HEADER_BLOCK_TYPES:
+            self._lost_header_block(state)
+        return end - offset
+
+    def _pass_skipped(
+        self, side: Side, state: _Direction, passed: int, ts_ns: int, finished: list[Stream]
+    ) -> None:
+        """Pass over `passed` bytes of the DATA payload being skipped, copied or not."""
+        if state.skip_pad < 0:  # the pad length byte was not copied: padding counts as data
+            state.skip_pad = 0
+        data_left = state.skip - state.skip_pad  # the padding comes last
+        if data_left > 0:
+            self._count_data(side, state.skip_stream, passed if passed < data_left else data_left)
+        state.skip -= passed
+        if state.skip_pad > state.skip:
+            state.skip_pad = state.skip
+        if state.skip == 0:
+            self._end_data_frame(side, state, ts_ns, finished)
 
     def _lose(
         self, side: Side, state: _Direction, missing: int, ts_ns: int, finished: list[Stream]
@@ -276,22 +363,26 @@ class Http2Connection:
         """Bytes the kernel did not copy: fine inside a DATA payload, a desync otherwise."""
         if state.skip and not state.buffer:
             passed = min(state.skip, missing)
-            self._count_data(side, state.skip_stream, passed)
-            state.skip -= passed
+            self._pass_skipped(side, state, passed, ts_ns, finished)
             missing -= passed
-            if state.skip == 0:
-                self._end_data_frame(side, state, ts_ns, finished)
         if missing:
-            # a frame we never saw may have changed this side's HPACK table
             self._desync(state)
-            self.unreliable_table = True
 
     def _desync(self, state: _Direction) -> None:
+        """This direction lost its place: what the bytes it passes over until it finds a frame
+        header again held is not known, a header block among them as likely as not."""
         state.desynced = True
         state.buffer.clear()
-        state.skip = 0
-        state.header_block = None
+        state.skip = state.skip_pad = 0
+        self._lost_header_block(state)
         self.desyncs += 1
+
+    def _lost_header_block(self, state: _Direction) -> None:
+        # the encoder's dynamic table moved on without this decoder: later indexes may name
+        # other fields than the ones the encoder meant
+        state.header_block = None
+        state.header_block_frame = None
+        self.unreliable_table = True
 
     def _count_data(self, side: Side, stream_id: int, size: int) -> None:
         stream = self.streams.get(stream_id)
@@ -327,6 +418,7 @@ class Http2Connection:
             stream = self.streams.get(frame.stream_id)
             if stream is not None:
                 stream.reset = True
+                stream.reset_code = frame.error_code
                 self._finish(frame.stream_id, ts_ns, finished)
         elif isinstance(frame, SettingsFrame):
             size = frame.settings.get(SettingsFrame.HEADER_TABLE_SIZE)
@@ -334,9 +426,14 @@ class Http2Connection:
                 # the limit one side announces binds the other side's encoder
                 other = Side.TO_CLIENT if side is Side.TO_SERVER else Side.TO_SERVER
                 self._sides[other].decoder.max_allowed_table_size = size
-        elif isinstance(frame, GoAwayFrame):
-            for stream_id in [s for s in self.streams if s > frame.last_stream_id]:
-                self.streams[stream_id].reset = True
+        elif isinstance(frame, GoAwayFrame) and side is Side.TO_CLIENT:
+            # the server will not process the client's streams above last-stream-id (RFC
+            # 9113 6.8): they end here, refused. A client's GOAWAY speaks of server pushes.
+            last = frame.last_stream_id
+            for stream_id in [s for s in self.streams if s > last and s & 1]:
+                stream = self.streams[stream_id]
+                stream.reset = True
+                stream.reset_code = REFUSED_STREAM
                 self._finish(stream_id, ts_ns, finished)
 
     def _header_block(
@@ -348,8 +445,13 @@ class Http2Connection:
         state.header_block_frame = None
         misses_before = state.table.misses
         try:
-            headers = [(str(k), str(v)) for k, v in state.decoder.decode(block, raw=False)]
-        except (HPACKError, UnicodeDecodeError, ValueError, IndexError):
+            # bytes, read as UTF-8 here: a field value may hold obs-text (RFC 9110 5.5), which
+            # must cost neither the call nor the table (hpack's own decoding raises on it)
+            headers = [
+                (name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+                for name, value in state.decoder.decode(block, raw=True)
+            ]
+        except (HPACKError, ValueError, IndexError):
             headers = []
             self.unreliable_table = True
         partial = state.table.misses > misses_before or self.unreliable_table
@@ -357,16 +459,19 @@ class Http2Connection:
             return  # decoded only to keep the table in step
         end_stream = "END_STREAM" in frame.flags
         stream_id = frame.stream_id
+        streams = self.streams
         if side is Side.TO_SERVER:
-            stream = self.streams.get(stream_id)
+            stream = streams.get(stream_id)
             if stream is None:
-                stream = self.streams[stream_id] = Stream(stream_id, start_ns=ts_ns)
+                stream = streams[stream_id] = Stream(stream_id, start_ns=ts_ns)
                 stream.request_headers = headers
+                if len(streams) > MAX_OPEN_STREAMS:
+                    self._drop_oldest()
             else:
                 stream.request_headers += headers  # request trailers
             stream.partial = stream.partial or partial
             return
-        stream = self.streams.get(stream_id)
+        stream = streams.get(stream_id)
         if stream is None:
             # a response to a request we never saw (joined mid-stream): counted, not traced
             return
@@ -380,6 +485,13 @@ class Http2Connection:
             stream.trailers = headers
         if end_stream:
             self._finish(stream_id, ts_ns, finished)
+
+    def _drop_oldest(self) -> None:
+        """Past MAX_OPEN_STREAMS: the oldest open stream (first opened, lowest id) goes."""
+        del self.streams[next(iter(self.streams))]
+        self.stale_streams += 1
+        if self._on_stale is not None:
+            self._on_stale()
 
     def _finish(self, stream_id: int, ts_ns: int, finished: list[Stream]) -> None:
         stream = self.streams.pop(stream_id, None)

@@ -7,6 +7,7 @@ import pytest
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
+    GoAwayFrame,
     HeadersFrame,
     RstStreamFrame,
     SettingsFrame,
@@ -44,6 +45,7 @@ from otelbpf.export.stream_spans import (
 )
 from otelbpf.protocols.http2 import (
     CLIENT_PREFACE,
+    MAX_OPEN_STREAMS,
     UNKNOWN_HEADER,
     Http2Connection,
     Side,
@@ -102,9 +104,12 @@ class Peer:
         return first.serialize() + second.serialize()
 
 
-def data(stream_id: int, payload: bytes, end_stream: bool = False) -> bytes:
+def data(stream_id: int, payload: bytes, end_stream: bool = False, pad: int = 0) -> bytes:
     frame = DataFrame(stream_id)
     frame.data = payload
+    if pad:
+        frame.flags.add("PADDED")
+        frame.pad_length = pad
     if end_stream:
         frame.flags.add("END_STREAM")
     return frame.serialize()
@@ -415,3 +420,263 @@ def test_a_lost_walk_desynchronises_that_direction():
     first = client.headers(1, GRPC_REQUEST, end_stream=True)
     conn.receive(Side.TO_SERVER, elide(first), len(first) + 100, 1, elided=True, walk_lost=True)
     assert conn.desyncs == 1 and conn.unreliable_table is True
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def _path_request(path: str) -> list[tuple[str, str]]:
+    return [(k, path if k == ":path" else v) for k, v in GRPC_REQUEST]
+
+
+PING_ON_STREAM_1 = bytes.fromhex("000008060000000001") + bytes(8)  # hyperframe rejects
+
+
+def test_a_frame_its_stream_forbids_is_passed_over_alone():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, _path_request("/a.A/One")), 1)
+    request = PING_ON_STREAM_1 + client.headers(3, _path_request("/b.B/Two"), end_stream=True)
+    feed(conn, Side.TO_SERVER, request, 2)
+    assert list(conn.streams) == [1, 3]
+    assert (conn.desyncs, conn.unreliable_table) == (0, False)
+    # the second request inserted :path /b.B/Two into the client's table: a later call that
+    # refers to it by index must read it, not an entry a lost insert shifted into its place
+    feed(conn, Side.TO_SERVER, client.headers(5, _path_request("/b.B/Two"), True), 3)
+    response = server.headers(5, [(":status", "200"), ("grpc-status", "0")], end_stream=True)
+    (stream,) = feed(conn, Side.TO_CLIENT, response, 4)
+    assert stream.header(":path") == "/b.B/Two"
+    assert stream.partial is False
+
+
+def test_a_rejected_frame_split_across_chunks_waits_for_its_end():
+    conn, client = Http2Connection(), Peer()
+    wire = CLIENT_PREFACE + PING_ON_STREAM_1 + client.headers(1, GRPC_REQUEST)
+    cut = len(CLIENT_PREFACE) + 12  # inside the rejected PING's payload
+    feed(conn, Side.TO_SERVER, wire[:cut], 1)
+    feed(conn, Side.TO_SERVER, wire[cut:], 2)
+    assert conn.streams[1].request_headers == GRPC_REQUEST
+    assert (conn.desyncs, conn.unreliable_table) == (0, False)
+
+
+def test_a_rejected_header_block_frame_marks_the_table_unreliable():
+    conn, client = Http2Connection(), Peer()
+    headers_on_stream_0 = bytes.fromhex("000003010400000000") + b"\x82\x86\x84"
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + headers_on_stream_0, 1)
+    assert (conn.desyncs, conn.unreliable_table) == (0, True)
+    feed(conn, Side.TO_SERVER, client.headers(1, GRPC_REQUEST, True), 2)
+    assert conn.streams[1].partial is True
+
+
+def test_a_malformed_headers_body_marks_the_table_unreliable():
+    conn = Http2Connection()
+    # PADDED, pad length 200 in a 4-byte payload: hyperframe rejects the body
+    bad = bytes.fromhex("000004010c00000001") + bytes([200]) + b"\x82\x86\x84"
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + bad, 1)
+    assert (conn.desyncs, conn.unreliable_table, conn.streams) == (0, True, {})
+
+
+def test_a_rejected_frame_with_an_unbelievable_length_desynchronises():
+    conn = Http2Connection()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + PING_ON_STREAM_1 + b"\xff" * 9, 1)
+    assert (conn.desyncs, conn.unreliable_table) == (1, True)
+
+
+def test_a_desync_marks_the_table_unreliable():
+    conn = Http2Connection()
+    # a PING on stream 1 whose length runs past what a peer sends unasked, cut off: no frame
+    # header follows to vouch for it
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + bytes.fromhex("00ffff060000000001"), 1)
+    assert (conn.desyncs, conn.unreliable_table) == (1, True)
+
+
+def test_a_clients_goaway_ends_no_call():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    request, response = grpc_call(client, server, 1)
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + request, 1)
+    goaway = GoAwayFrame(0, last_stream_id=0).serialize()  # it accepts no server push
+    assert feed(conn, Side.TO_SERVER, goaway, 2) == []
+    (stream,) = feed(conn, Side.TO_CLIENT, response, 3)
+    assert (stream.stream_id, stream.reset, stream.reset_code, stream.end_ns) == (1, False, None, 3)
+
+
+def test_a_servers_goaway_ends_the_client_streams_above_its_last_stream_id():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    req1, resp1 = grpc_call(client, server, 1)
+    req3, _ = grpc_call(client, server, 3)
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + req1 + req3, 1)
+    goaway = GoAwayFrame(0, last_stream_id=1).serialize()
+    (refused,) = feed(conn, Side.TO_CLIENT, goaway, 2)
+    assert (refused.stream_id, refused.reset, refused.reset_code, refused.end_ns) == (3, True, 7, 2)
+    span = grpc_span(refused, CLIENT)  # REFUSED_STREAM: UNAVAILABLE, gRPC's retryable status
+    assert (span.is_error, span.attributes[RPC_GRPC_STATUS_CODE]) == (True, 14)
+    assert span.attributes[ERROR_TYPE] == "14"
+    (done,) = feed(conn, Side.TO_CLIENT, resp1, 3)  # stream 1 goes on to its end
+    assert (done.stream_id, done.reset, done.trailers) == (1, False, [("grpc-status", "0")])
+
+
+def test_header_values_that_are_not_utf8_are_kept_and_cost_nothing_else():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    obs_text = GRPC_REQUEST + [(b"user-agent", b"caf\xe9")]  # RFC 9110 5.5 obs-text
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, obs_text, True), 1)
+    (stream,) = feed(conn, Side.TO_CLIENT, grpc_call(client, server, 1)[1], 2)
+    assert stream.request_headers == GRPC_REQUEST + [("user-agent", "caf\ufffd")]
+    assert (stream.partial, conn.unreliable_table) == (False, False)
+    feed(conn, Side.TO_SERVER, client.headers(3, GRPC_REQUEST, True), 3)
+    (later,) = feed(conn, Side.TO_CLIENT, grpc_call(client, server, 3)[1], 4)
+    assert (later.request_headers, later.partial) == (GRPC_REQUEST, False)
+
+
+def test_a_header_list_beyond_64_kib_is_decoded():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    big = GRPC_REQUEST + [("cookie", "x" * 70_000)]
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, big, True), 1)
+    (stream,) = feed(conn, Side.TO_CLIENT, grpc_call(client, server, 1)[1], 2)
+    assert stream.request_headers == big
+    assert (stream.partial, conn.unreliable_table) == (False, False)
+
+
+def test_open_streams_are_capped_and_the_oldest_dropped():
+    dropped = []
+    conn, client = Http2Connection(on_stale=lambda: dropped.append(1)), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE, 0)
+    opened = [2 * i + 1 for i in range(MAX_OPEN_STREAMS + 10)]
+    for stream_id in opened:
+        feed(conn, Side.TO_SERVER, client.headers(stream_id, GRPC_REQUEST, True), stream_id)
+    assert MAX_OPEN_STREAMS == 512
+    assert list(conn.streams) == opened[10:]
+    assert (conn.stale_streams, len(dropped)) == (10, 10)
+
+
+def test_the_padding_of_data_frames_is_no_body():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    request = [(":method", "POST"), (":scheme", "http"), (":path", "/up"), (":authority", "x")]
+    wire = CLIENT_PREFACE + client.headers(1, request) + data(1, b"hello", True, pad=200)
+    feed(conn, Side.TO_SERVER, wire, 1)
+    (stream,) = feed(conn, Side.TO_CLIENT, server.headers(1, [(":status", "200")], True), 2)
+    assert stream.request_data == 5
+    assert http2_span(stream, SERVER, SpanOptions()).attributes[HTTP_REQUEST_BODY_SIZE] == 5
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 6, 50, 205, 206])
+@pytest.mark.parametrize("lost", [False, True])
+def test_padding_is_no_body_when_the_frame_is_split(cut, lost):
+    """The payload (pad length byte, 5 bytes, 200 of padding) cut after `cut` bytes: the rest
+    comes in the next chunk, or (raw mode) was not copied at all."""
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, GRPC_REQUEST), 1)
+    frame = data(1, b"hello", True, pad=200)
+    if lost:
+        feed(conn, Side.TO_SERVER, frame[: 9 + cut], 2, total=len(frame))
+    else:
+        feed(conn, Side.TO_SERVER, frame[: 9 + cut], 2)
+        feed(conn, Side.TO_SERVER, frame[9 + cut :], 3)
+    (stream,) = feed(conn, Side.TO_CLIENT, server.headers(1, [(":status", "200")], True), 4)
+    assert (stream.request_data, conn.desyncs) == (5, 0)
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_a_padded_frame_whose_header_ends_a_chunk(lost):
+    """The pad length is the payload's first byte: with the frame header at a chunk's end it
+    is the next chunk's first; when that was not copied, the padding is not known and counts
+    as body."""
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, GRPC_REQUEST), 1)
+    frame = data(1, b"hello", True, pad=200)
+    if lost:
+        feed(conn, Side.TO_SERVER, frame[:9], 2, total=len(frame))
+    else:
+        feed(conn, Side.TO_SERVER, frame[:9], 2)
+        feed(conn, Side.TO_SERVER, frame[9:12], 3)
+        feed(conn, Side.TO_SERVER, frame[12:], 4)
+    (stream,) = feed(conn, Side.TO_CLIENT, server.headers(1, [(":status", "200")], True), 5)
+    assert (stream.request_data, conn.desyncs) == (206 if lost else 5, 0)
+
+
+# ---------------------------------------------------------------- reset spans
+
+
+@pytest.mark.parametrize(
+    ("rst_code", "grpc_code", "server_error", "client_error"),
+    [
+        (0x8, 1, False, True),  # CANCEL: CANCELLED, the caller's doing
+        (0x0, 13, True, True),  # NO_ERROR before a status: INTERNAL
+        (0x1, 13, True, True),  # PROTOCOL_ERROR
+        (0x2, 13, True, True),  # INTERNAL_ERROR
+        (0x3, 13, True, True),  # FLOW_CONTROL_ERROR
+        (0x4, 13, True, True),  # SETTINGS_TIMEOUT
+        (0x6, 13, True, True),  # FRAME_SIZE_ERROR
+        (0x7, 14, True, True),  # REFUSED_STREAM: UNAVAILABLE
+        (0x9, 13, True, True),  # COMPRESSION_ERROR
+        (0xA, 13, True, True),  # CONNECT_ERROR
+        (0xB, 8, False, True),  # ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED
+        (0xC, 7, False, True),  # INADEQUATE_SECURITY: PERMISSION_DENIED
+        (0x5, 13, True, True),  # STREAM_CLOSED: unmapped by gRPC, INTERNAL as in grpc-go
+        (0x77, 2, True, True),  # a code past the RFC's: UNKNOWN
+    ],
+)
+def test_an_rst_stream_gives_the_grpc_status_grpc_gives_the_call(
+    rst_code, grpc_code, server_error, client_error
+):
+    conn, client = Http2Connection(), Peer()
+    request = client.headers(1, GRPC_REQUEST) + data(1, b"\0\0\0\0\0", True)
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + request, 1)
+    (stream,) = feed(conn, Side.TO_SERVER, RstStreamFrame(1, error_code=rst_code).serialize(), 2)
+    assert (stream.reset, stream.reset_code) == (True, rst_code)
+    server_span, client_span = grpc_span(stream, SERVER), grpc_span(stream, CLIENT)
+    for span, is_error in ((server_span, server_error), (client_span, client_error)):
+        assert span.is_error is is_error
+        assert span.attributes[RPC_GRPC_STATUS_CODE] == grpc_code
+        assert span.metric_attributes[RPC_GRPC_STATUS_CODE] == grpc_code
+        assert span.attributes.get(ERROR_TYPE) == (str(grpc_code) if is_error else None)
+
+
+def test_a_grpc_call_its_connection_closed_on_is_an_error_without_a_status():
+    conn, client = Http2Connection(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, GRPC_REQUEST), 1)
+    (stream,) = conn.close(5)
+    span = grpc_span(stream, SERVER)
+    assert (stream.reset, stream.reset_code, span.is_error) == (True, None, True)
+    assert RPC_GRPC_STATUS_CODE not in span.attributes
+    assert span.attributes[ERROR_TYPE] == "connection_closed"
+
+
+def test_a_grpc_status_read_before_a_reset_wins():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, GRPC_REQUEST), 1)
+    feed(conn, Side.TO_CLIENT, server.headers(1, [(":status", "200"), ("grpc-status", "5")]), 2)
+    (stream,) = feed(conn, Side.TO_CLIENT, RstStreamFrame(1, error_code=8).serialize(), 3)
+    assert grpc_span(stream, SERVER).attributes[RPC_GRPC_STATUS_CODE] == 5
+
+
+@pytest.mark.parametrize(("rst_code", "error_type"), [(0x8, "CANCEL"), (0x2, "INTERNAL_ERROR")])
+def test_a_plain_http2_stream_reset_before_a_response_failed(rst_code, error_type):
+    conn, client = Http2Connection(), Peer()
+    request = [(":method", "GET"), (":scheme", "http"), (":path", "/slow"), (":authority", "h")]
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, request, True), 1)
+    (stream,) = feed(conn, Side.TO_SERVER, RstStreamFrame(1, error_code=rst_code).serialize(), 2)
+    for role in (SERVER, CLIENT):
+        span = http2_span(stream, role, SpanOptions())
+        assert span.is_error is True
+        assert span.attributes[ERROR_TYPE] == error_type
+        assert span.metric_attributes[ERROR_TYPE] == error_type
+        assert HTTP_RESPONSE_STATUS_CODE not in span.attributes
+
+
+def test_a_plain_http2_stream_its_connection_closed_on_failed():
+    conn, client = Http2Connection(), Peer()
+    request = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "h")]
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, request, True), 1)
+    (stream,) = conn.close(2)
+    span = http2_span(stream, SERVER, SpanOptions())
+    assert (span.is_error, span.attributes[ERROR_TYPE]) == (True, "connection_closed")
+
+
+def test_a_plain_http2_stream_reset_after_its_response_keeps_the_status_rules():
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    request = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "h")]
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, request, True), 1)
+    feed(conn, Side.TO_CLIENT, server.headers(1, [(":status", "200")]), 2)
+    (stream,) = feed(conn, Side.TO_SERVER, RstStreamFrame(1, error_code=8).serialize(), 3)
+    span = http2_span(stream, SERVER, SpanOptions())
+    assert (span.is_error, span.attributes[HTTP_RESPONSE_STATUS_CODE]) == (False, 200)
+    assert ERROR_TYPE not in span.attributes
