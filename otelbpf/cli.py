@@ -38,6 +38,11 @@ def _pid(text: str) -> int:
 
 
 PROTOCOLS = ("grpc", "http/protobuf")
+# The least each sizing option takes, on the command line and in its OTELBPF_* variable: the
+# kernel takes any number, and would run a 0 MiB ring as one page and a negative table size
+# into the BPF build. An idle flush of 0 is what the exit uses to flush everything at once:
+# while tracing it would end every answered exchange at the next sweep, mid-response.
+MINIMUMS = {"idle_flush_ms": 1, "max_connections": 1, "ringbuf_mb": 1}
 PROBE_MODES = tuple(mode.value for mode in ProbeMode)  # one list: the enum the loader uses
 
 
@@ -119,20 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     kernel.add_argument(
         "--idle-flush-ms",
         type=int,
-        default=config.env_int(config.OTELBPF_IDLE_FLUSH_MS, 500),
-        help="an answered exchange idle this long is complete (default 500)",
+        default=config.env_int(
+            config.OTELBPF_IDLE_FLUSH_MS, 500, minimum=MINIMUMS["idle_flush_ms"]
+        ),
+        help="an answered exchange idle this long is complete, 1 or more (default 500)",
     )
     kernel.add_argument(
         "--max-connections",
         type=int,
-        default=config.env_int(config.OTELBPF_MAX_CONNECTIONS, 16384),
-        help="connections tracked at once (default 16384)",
+        default=config.env_int(
+            config.OTELBPF_MAX_CONNECTIONS, 16384, minimum=MINIMUMS["max_connections"]
+        ),
+        help="connections tracked at once, 1 or more (default 16384)",
     )
     kernel.add_argument(
         "--ringbuf-mb",
         type=int,
-        default=config.env_int(config.OTELBPF_RINGBUF_MB, 8),
-        help="ring buffer size in MiB (default 8)",
+        default=config.env_int(config.OTELBPF_RINGBUF_MB, 8, minimum=MINIMUMS["ringbuf_mb"]),
+        help="ring buffer size in MiB, 1 or more (default 8)",
     )
     kernel.add_argument(
         "--no-tls",
@@ -193,9 +202,22 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("opentelemetry").setLevel(logging.ERROR if not verbose else logging.DEBUG)
 
 
+def _check_minimums(args: argparse.Namespace) -> None:
+    """The command line's values: a variable's were checked when it became the default."""
+    for dest, minimum in MINIMUMS.items():
+        value = getattr(args, dest)
+        if value < minimum:
+            option = "--" + dest.replace("_", "-")
+            raise SetupError(
+                f"{option} {value} is below {minimum}",
+                f"give {option} a whole number from {minimum} up, or leave it out",
+            )
+
+
 def _agent_config(args: argparse.Namespace) -> AgentConfig:
     from otelbpf.agent import AgentConfig
 
+    _check_minimums(args)
     return AgentConfig(
         selectors=Selectors(tuple(args.pid), tuple(args.port), tuple(args.exe)),
         probe_mode=args.probe_mode,

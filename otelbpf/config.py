@@ -47,16 +47,23 @@ def env_choice(name: str, choices: tuple[str, ...]) -> str | None:
     return value
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    """A whole number, at least minimum when one is given: argparse never checks a default."""
     value = os.environ.get(name)
     if not value:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise SetupError(
             f"{name}={value!r} is not a whole number", f"set {name} to one, or unset it"
         ) from None
+    if minimum is not None and number < minimum:
+        raise SetupError(
+            f"{name}={value!r} is below {minimum}",
+            f"set {name} to a whole number from {minimum} up, or unset it (default {default})",
+        )
+    return number
 
 
 def env_bool(name: str) -> bool:

@@ -60,8 +60,8 @@ class ResourceDetector:
         self._host_name = socket.gethostname()
 
     def for_process(self, pid: int, comm: str = "") -> Resource:
-        attributes: AttributeMap = {**self._agent_attributes}
-        attributes[HOST_NAME] = self._host_name
+        # a host.name the user gives (the node's name in a container) beats the kernel's
+        attributes: AttributeMap = {HOST_NAME: self._host_name, **self._agent_attributes}
         attributes[PROCESS_PID] = pid
         exe, name, cmdline, environ = self._read_process(pid, comm)
         own = parse_resource_attributes(environ.get(OTEL_RESOURCE_ATTRIBUTES))
@@ -102,10 +102,9 @@ class ResourceDetector:
             time.sleep(EXEC_SETTLE_PAUSE)
 
     def for_agent(self) -> Resource:
-        attributes: AttributeMap = {**self._agent_attributes}
+        attributes: AttributeMap = {HOST_NAME: self._host_name, **self._agent_attributes}
         attributes[SERVICE_NAME] = (
             self._env.get(OTEL_SERVICE_NAME) or self._agent_service_name or "otelbpf"
         )
-        attributes[HOST_NAME] = self._host_name
         attributes[PROCESS_PID] = os.getpid()
         return Resource(attributes)

@@ -43,7 +43,9 @@ class FinishedSpanExporter(Protocol):
     def shutdown(self) -> None: ...
 
 
-def _setting(variable: str, given: int | None, default: int) -> int:
+def int_setting(variable: str, given: int | None, default: int) -> int:
+    """given, else the variable's positive whole number; empty is unset, and anything else
+    is a warning and the default (as the SDK's readers of OTEL_BSP_* and the like do)."""
     if given is not None:
         return given
     text = os.environ.get(variable)
@@ -72,15 +74,16 @@ class SpanBatcher:
         max_export_batch_size: int | None = None,
     ) -> None:
         self.exporter = exporter
-        self.max_queue_size = _setting(
+        self.max_queue_size = int_setting(
             OTEL_BSP_MAX_QUEUE_SIZE, max_queue_size, DEFAULT_MAX_QUEUE_SIZE
         )
         self.schedule_delay_s = (
-            _setting(OTEL_BSP_SCHEDULE_DELAY, schedule_delay_ms, DEFAULT_SCHEDULE_DELAY_MS) / 1000
+            int_setting(OTEL_BSP_SCHEDULE_DELAY, schedule_delay_ms, DEFAULT_SCHEDULE_DELAY_MS)
+            / 1000
         )
         self.max_export_batch_size = min(
             self.max_queue_size,
-            _setting(
+            int_setting(
                 OTEL_BSP_MAX_EXPORT_BATCH_SIZE, max_export_batch_size, DEFAULT_MAX_EXPORT_BATCH_SIZE
             ),
         )

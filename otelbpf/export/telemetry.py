@@ -9,12 +9,14 @@ Resource per traced process, all feeding ONE shared export path:
   one MetricsPump thread collects them, and the agent's own SDK meters, on the export
   interval and sends one merged MetricsData through the one metric exporter.
 tests/unit/test_telemetry.py pins this.
+
+OTEL_SDK_DISABLED=true: no span is queued and no metric collected or exported, whatever
+exporters were given; the agent's own counts (its exit summary) do not depend on this stage.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,10 +43,11 @@ from opentelemetry.semconv.metrics.http_metrics import (
 )
 from opentelemetry.trace import SpanKind
 
+from otelbpf.export.destinations import sdk_disabled
 from otelbpf.export.duration_metrics import DurationHistograms, HistogramSpec
 from otelbpf.export.finished_spans import SCOPE, SpanFactory
 from otelbpf.export.http_spans import SpanRecord
-from otelbpf.export.span_batches import SpanBatcher
+from otelbpf.export.span_batches import SpanBatcher, int_setting
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,17 @@ class ProcessTelemetry:
             )
 
 
+class _NotExported(ProcessTelemetry):
+    """Every process, when OTEL_SDK_DISABLED=true: no resource is read, nothing recorded."""
+
+    def __init__(self) -> None:
+        self.resource = Resource.get_empty()
+        self.durations = None
+
+    def record(self, span: SpanRecord) -> None:
+        pass
+
+
 class MetricsPump:
     """Collects every source on the export interval and exports one MetricsData."""
 
@@ -115,10 +129,10 @@ class MetricsPump:
     ) -> None:
         self.exporter = exporter
         self._collect = collect
-        if interval_ms is None:
-            interval_ms = int(
-                os.environ.get(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MS)
-            )
+        # empty is unset; not a positive whole number: a warning, and the default
+        interval_ms = int_setting(
+            OTEL_METRIC_EXPORT_INTERVAL, interval_ms, DEFAULT_EXPORT_INTERVAL_MS
+        )
         self.interval_s = max(0.05, interval_ms / 1000)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -176,6 +190,12 @@ class Telemetry:
         self._extra_readers: list[InMemoryMetricReader] = []
         self._retired: list[DurationHistograms] = []  # collected once more, then gone
         self._lock = threading.Lock()
+        # OTEL_SDK_DISABLED=true: nothing leaves this stage (destinations.describe says so)
+        self.disabled = sdk_disabled()
+        self._unused_exporter: MetricExporter | None = None
+        if self.disabled:
+            self._unused_exporter, metric_exporter = metric_exporter, None
+            self._not_exported = _NotExported()
         self.metric_exporter = metric_exporter
         self.pump: MetricsPump | None = None
         if metric_exporter is not None:
@@ -220,6 +240,8 @@ class Telemetry:
             self.pump.start()
 
     def process(self, pid: int, comm: str = "") -> ProcessTelemetry:
+        if self.disabled:
+            return self._not_exported  # nothing is exported: no resource to describe
         last = self._last
         if last is not None and last[0] == pid:
             return last[1]  # the most recent already: consecutive spans are mostly one process's
@@ -260,3 +282,5 @@ class Telemetry:
         self.batcher.shutdown()  # what is queued goes out first
         if self.pump is not None:
             self.pump.shutdown()
+        if self._unused_exporter is not None:
+            self._unused_exporter.shutdown()

@@ -88,7 +88,7 @@ def test_a_collector_that_is_down_costs_counted_spans_and_no_request(server, sta
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": down,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1000",  # ms: 1 s
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
     }

@@ -75,3 +75,77 @@ def test_an_unknown_probe_mode_is_never_taken_for_automatic() -> None:
 
     with pytest.raises(SetupError, match="probe mode 'sockets' is not one of socket, kprobe"):
         choose_probe_mode("sockets")
+
+
+@pytest.fixture
+def no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` must stop at its settings: an agent started would trace until stopped."""
+    import otelbpf.agent
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("the agent was started with settings it should have refused")
+
+    monkeypatch.setattr(otelbpf.agent, "Agent", refuse)
+
+
+SIZES = [
+    (config.OTELBPF_IDLE_FLUSH_MS, "--idle-flush-ms", 500),
+    (config.OTELBPF_MAX_CONNECTIONS, "--max-connections", 16384),
+    (config.OTELBPF_RINGBUF_MB, "--ringbuf-mb", 8),
+]
+
+
+@pytest.mark.usefixtures("no_agent")
+@pytest.mark.parametrize("value", ["0", "-5"])
+@pytest.mark.parametrize(("variable", "option", "default"), SIZES)
+def test_sizes_below_one_are_refused_in_the_variable(
+    variable: str,
+    option: str,
+    default: int,
+    value: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """OTELBPF_RINGBUF_MB=0 used to become a one-page ring, and a negative table size went
+    into the BPF build."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["run"]) == 2
+    assert capsys.readouterr().err == (
+        f"otelbpf: {variable}='{value}' is below 1\n"
+        f"  how to fix: set {variable} to a whole number from 1 up, or unset it "
+        f"(default {default})\n"
+    )
+
+
+@pytest.mark.usefixtures("no_agent")
+@pytest.mark.parametrize("value", ["0", "-1"])
+@pytest.mark.parametrize(("variable", "option", "default"), SIZES)
+def test_sizes_below_one_are_refused_on_the_command_line(
+    variable: str,
+    option: str,
+    default: int,
+    value: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv(variable, raising=False)
+    assert cli.main(["run", option, value]) == 2
+    assert capsys.readouterr().err == (
+        f"otelbpf: {option} {value} is below 1\n"
+        f"  how to fix: give {option} a whole number from 1 up, or leave it out\n"
+    )
+
+
+def test_sizes_from_one_up_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable, _option, _default in SIZES:
+        monkeypatch.setenv(variable, "1")
+    from_variables = cli._agent_config(run_args())
+    assert (
+        from_variables.idle_flush_ms,
+        from_variables.max_connections,
+        from_variables.ringbuf_bytes,
+    ) == (1, 1, 1 << 20)
+    given = cli._agent_config(
+        run_args("--idle-flush-ms", "2", "--max-connections", "3", "--ringbuf-mb", "4")
+    )
+    assert (given.idle_flush_ms, given.max_connections, given.ringbuf_bytes) == (2, 3, 4 << 20)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind
 
@@ -285,3 +290,245 @@ def test_resolved_destinations_reach_a_receiver(case: str, monkeypatch: pytest.M
         assert [(s.name, s.resource) for s in rx.spans()] == [
             ("GET /", {"service.name": "checkout"})
         ]
+
+
+# ---------------------------------------------------------------- TLS: the scheme, else INSECURE
+
+
+def exported_metrics() -> MetricsData:
+    """One real counter point, as the SDK's metric reader collects it."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        resource=Resource({"service.name": "checkout"}), metric_readers=[reader]
+    )
+    provider.get_meter("otelbpf").create_counter("otelbpf.spans").add(3)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    assert data is not None
+    return data
+
+
+@pytest.mark.parametrize(
+    ("case", "insecure_variable"),
+    [
+        ("env-traces", "OTEL_EXPORTER_OTLP_INSECURE"),
+        ("env-traces", "OTEL_EXPORTER_OTLP_TRACES_INSECURE"),
+        ("override-traces", "OTEL_EXPORTER_OTLP_INSECURE"),
+        ("override-metrics", "OTEL_EXPORTER_OTLP_METRICS_INSECURE"),
+    ],
+)
+def test_grpc_host_and_port_honour_the_insecure_variables(
+    case: str, insecure_variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint with no scheme says nothing about TLS: OTEL_EXPORTER_OTLP_*INSECURE does.
+    A plaintext receiver takes the export only if the exporter did not start a TLS handshake."""
+    with OtlpReceiver() as rx:
+        target = f"127.0.0.1:{rx.grpc_port}"
+        monkeypatch.setenv(insecure_variable, "true")
+        signal = case.rpartition("-")[2]
+        if case.startswith("env"):
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", target)
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+            destination = resolve(signal, None, None)
+        else:
+            destination = resolve(signal, target, GRPC)  # --endpoint HOST:PORT --protocol grpc
+        assert destination == Destination(GRPC, target)
+        if signal == "traces":
+            exporter = destinations.span_exporter(destination)
+            span = finished_span("GET /", SpanKind.SERVER, {"url.path": "/"}, 1000)
+            result = exporter.export([span]).name
+        else:
+            exporter = destinations.metric_exporter(destination)
+            result = exporter.export(exported_metrics()).name
+        exporter.shutdown()
+        assert exporter._insecure is True
+        assert result == "SUCCESS"
+        if signal == "traces":
+            assert [(s.name, s.resource) for s in rx.spans()] == [
+                ("GET /", {"service.name": "checkout"})
+            ]
+        else:
+            assert [(p.name, p.value) for p in rx.metrics()] == [("otelbpf.spans", 3)]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "insecure_env", "expected"),
+    [
+        ("http://c:4317", None, True),
+        ("HTTP://c:4317", None, True),  # a scheme is case-insensitive
+        ("http://c:4317", "false", True),  # the scheme says it: no TLS
+        ("https://c:4317", "true", False),
+        ("HTTPS://c:4317", None, False),
+        ("c:4317", "true", True),  # no scheme: the variable decides
+        ("c:4317", "false", False),
+        ("c:4317", None, False),  # nor a variable: the SDK's default, TLS
+    ],
+)
+def test_grpc_tls_follows_the_scheme_else_the_variable(
+    endpoint: str, insecure_env: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if insecure_env is not None:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", insecure_env)
+    spans = destinations.span_exporter(Destination(GRPC, endpoint))
+    metrics = destinations.metric_exporter(Destination(GRPC, endpoint))
+    assert (spans._insecure, metrics._insecure) == (expected, expected)
+    spans.shutdown()
+    metrics.shutdown()
+
+
+def test_host_and_port_on_4317_are_grpc() -> None:
+    assert resolve("traces", "collector:4317", None) == Destination(GRPC, "collector:4317")
+    assert resolve("metrics", "10.0.0.5:4317", None) == Destination(GRPC, "10.0.0.5:4317")
+
+
+# ---------------------------------------------------------------- the export timeout, in ms
+
+
+def exporter_timeouts() -> tuple[float, float, float, float]:
+    """The request timeout, in seconds, of each of the four exporters the agent can build."""
+    grpc_spans = destinations.span_exporter(Destination(GRPC, "http://127.0.0.1:9"))
+    grpc_metrics = destinations.metric_exporter(Destination(GRPC, "http://127.0.0.1:9"))
+    http_spans = destinations.span_exporter(Destination(HTTP_PROTOBUF, "http://127.0.0.1:9/t"))
+    http_metrics = destinations.metric_exporter(Destination(HTTP_PROTOBUF, "http://127.0.0.1:9/m"))
+    grpc_spans.shutdown()
+    grpc_metrics.shutdown()
+    return (
+        grpc_spans._timeout,
+        http_spans._client._timeout,
+        grpc_metrics._timeout,
+        http_metrics._client._timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (10.0, 10.0, 10.0, 10.0)),  # the specification's 10000 ms
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}, (2.0, 2.0, 2.0, 2.0)),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "2000",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "250",
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "1500",
+            },
+            (0.25, 0.25, 1.5, 1.5),
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_TIMEOUT": "750", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": ""},
+            (0.75, 0.75, 0.75, 0.75),  # empty is unset
+        ),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": ""}, (10.0, 10.0, 10.0, 10.0)),
+    ],
+)
+def test_the_timeout_variables_are_milliseconds(
+    env: dict[str, str], expected: tuple[float, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert exporter_timeouts() == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0"),
+        ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-5"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "nan"),
+    ],
+)
+def test_a_timeout_that_is_not_a_positive_number_is_a_setup_error(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SetupError) as raised:
+        exporter_timeouts()
+    assert raised.value.message == f"{variable}={value!r} is not a positive number of milliseconds"
+    assert raised.value.fix == f"set {variable} to one (e.g. 10000 for 10 s), or unset it"
+
+
+@pytest.mark.parametrize("protocol", [GRPC, HTTP_PROTOBUF])
+def test_a_hung_collector_costs_the_timeout_in_milliseconds(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector that accepts the connection and never answers: with a timeout of 300 ms,
+    the export gives up after about that, not after 300 seconds."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        monkeypatch.setenv(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{hung.getsockname()[1]}"
+        )
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "300")
+        exporter = destinations.span_exporter(resolve("traces", None, None))
+        span = finished_span("GET /", SpanKind.SERVER, {"url.path": "/"}, 1000)
+        results: list[str] = []
+        started = time.monotonic()
+        export = threading.Thread(target=lambda: results.append(exporter.export([span]).name))
+        export.daemon = True
+        export.start()
+        export.join(10)
+        elapsed = time.monotonic() - started
+        assert results == ["FAILURE"]
+        assert elapsed < 3
+        exporter.shutdown()
+
+
+# ---------------------------------------------------------------- credentials stay out of logs
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "logged"),
+    [
+        ("https://tenant:secret@otlp.example.com/v1/traces", "https://otlp.example.com/v1/traces"),
+        ("http://token@collector:4318", "http://collector:4318"),
+        ("https://a:p@ss@host:443/x", "https://host:443/x"),  # a raw @ in the password
+        ("tenant:secret@collector:4317", "collector:4317"),  # no scheme
+        ("http://collector:4318/v1/traces?who=a@b", "http://collector:4318/v1/traces?who=a@b"),
+        ("collector:4317", "collector:4317"),
+    ],
+)
+def test_endpoint_without_userinfo(endpoint: str, logged: str) -> None:
+    assert destinations.without_userinfo(endpoint) == logged
+
+
+def test_describe_leaves_out_the_credentials_the_exporter_keeps() -> None:
+    endpoint = "https://tenant:secret@otlp.example.com/v1/traces"
+    destination = Destination(HTTP_PROTOBUF, endpoint)
+    assert (
+        destinations.describe(destination, "traces")
+        == "traces: OTLP http/protobuf to https://otlp.example.com/v1/traces"
+    )
+    assert (
+        destinations.describe(Destination(GRPC, "tenant:secret@collector:4317"), "metrics")
+        == "metrics: OTLP grpc to collector:4317"
+    )
+    assert destinations.span_exporter(destination)._endpoint == endpoint
+
+
+# ---------------------------------------------------------------- OTEL_SDK_DISABLED
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", " True "])
+def test_sdk_disabled_resolves_nowhere_and_says_so(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    assert resolve("traces", None, None) is None
+    assert resolve("metrics", "http://collector:4318", HTTP_PROTOBUF) is None
+    # the agent logs both in one line at start-up
+    assert destinations.describe(None, "traces") == (
+        "traces: not exported (OTEL_SDK_DISABLED=true; requests are still traced and counted)"
+    )
+    assert destinations.describe(None, "metrics") == (
+        "metrics: not exported (OTEL_SDK_DISABLED=true)"
+    )
+
+
+def test_sdk_disabled_false_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    assert resolve("traces", None, None) == Destination(GRPC, None)
+    assert destinations.describe(None, "traces") == "traces: console"

@@ -258,3 +258,33 @@ def test_agent_service_name_from_the_given_environ() -> None:
 )
 def test_parse_resource_attributes(text: str | None, expected: dict[str, str]) -> None:
     assert parse_resource_attributes(text) == expected
+
+
+def test_host_name_from_resource_attributes_wins(program: Path, spawn) -> None:
+    """In a container the kernel's host name is the pod's: a user who names the node in
+    OTEL_RESOURCE_ATTRIBUTES gets that one, for every process and for the agent."""
+    detector = ResourceDetector(environ={"OTEL_RESOURCE_ATTRIBUTES": "host.name=node-7,team=obs"})
+    child = spawn([str(program), "600"], {})
+    assert dict(detector.for_process(child.pid).attributes) == {
+        "service.name": "checkout-svc",
+        "team": "obs",
+        "process.pid": child.pid,
+        "process.executable.name": "checkout-svc",
+        "process.executable.path": str(program),
+        "process.command": str(program),
+        "host.name": "node-7",
+    }
+    missing = missing_pid()
+    assert dict(detector.for_process(missing, "redis-server").attributes) == {
+        "service.name": "redis-server",
+        "team": "obs",
+        "process.pid": missing,
+        "process.executable.name": "redis-server",
+        "host.name": "node-7",
+    }
+    assert dict(detector.for_agent().attributes) == {
+        "service.name": "otelbpf",
+        "team": "obs",
+        "host.name": "node-7",
+        "process.pid": os.getpid(),
+    }

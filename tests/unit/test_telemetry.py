@@ -7,6 +7,8 @@ one pump and go out in one request per export. See otelbpf/export/telemetry.py.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from collections.abc import Iterator
 
@@ -22,6 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind
 
 from otelbpf import __version__
+from otelbpf.export.console import ConsoleLineExporter
 from otelbpf.export.finished_spans import INSTRUMENTATION_SCOPE
 from otelbpf.export.http_spans import SpanRecord
 from otelbpf.export.otlp_encoding import GrpcSpanExporter, HttpSpanExporter
@@ -492,3 +495,71 @@ def test_the_exit_sends_metrics_once_more_only_if_the_last_export_went_through()
     pump.shutdown()
     assert down.calls == 1
     telemetry.batcher.shutdown()
+
+
+# ---------------------------------------------------------------- OTEL_METRIC_EXPORT_INTERVAL
+
+
+@pytest.mark.parametrize(
+    ("value", "interval_s", "warning"),
+    [
+        ("", 60.0, None),  # empty is unset
+        ("1500", 1.5, None),
+        ("soon", 60.0, "OTEL_METRIC_EXPORT_INTERVAL='soon' is not a whole number: using 60000"),
+        ("0", 60.0, "OTEL_METRIC_EXPORT_INTERVAL='0' must be positive: using 60000"),
+    ],
+)
+def test_the_metric_export_interval_variable(
+    value: str,
+    interval_s: float,
+    warning: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from otelbpf.export.telemetry import MetricsPump
+
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", value)
+    exporter = HttpMetricExporter(endpoint="http://127.0.0.1:9/v1/metrics")
+    with caplog.at_level(logging.WARNING, logger="otelbpf"):
+        pump = MetricsPump(exporter, list)
+    assert pump.interval_s == interval_s
+    assert [r.getMessage() for r in caplog.records] == ([warning] if warning else [])
+    assert MetricsPump(exporter, list, interval_ms=250).interval_s == 0.25  # given wins
+
+
+# ---------------------------------------------------------------- OTEL_SDK_DISABLED
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sdk_disabled_exports_no_span_and_no_metric(
+    receiver: OtlpReceiver, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even with exporters given: no span queued, no histogram, no pump, no agent meters."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    resource_of = ResourceOf()
+    batcher = SpanBatcher(span_exporter(transport, receiver), schedule_delay_ms=50)
+    telemetry = Telemetry(batcher, metric_exporter(transport, receiver), resource_of)
+    telemetry.start()
+    record_sample(telemetry)
+    assert telemetry.pump is None
+    assert telemetry.meter_provider(Resource({"service.name": "otelbpf"})) is None
+    assert telemetry.process(101, "checkout").durations is None
+    assert resource_of.calls == []  # no process is described for nothing
+    telemetry.shutdown()
+    assert receiver.requests == {
+        "grpc-traces": 0,
+        "grpc-metrics": 0,
+        "http-traces": 0,
+        "http-metrics": 0,
+    }
+    assert (batcher.dropped, batcher.failed) == (0, 0)
+
+
+def test_sdk_disabled_prints_no_span_either(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no endpoint the spans would print: OTEL_SDK_DISABLED stops that as well."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    out = io.StringIO()
+    telemetry = Telemetry(SpanBatcher(ConsoleLineExporter(out)), None, ResourceOf())
+    record_sample(telemetry)
+    telemetry.shutdown()
+    assert out.getvalue() == ""
