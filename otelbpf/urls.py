@@ -34,9 +34,35 @@ _UUID_RE = re.compile(
     re.IGNORECASE,
 )
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_\-]{20,}")
-# base64 (standard or url-safe alphabet) with its padding, or with a '+' inside
-_PADDED_BASE64_RE = re.compile(r"[A-Za-z0-9+/_\-]+={1,2}")
-_PLUS_BASE64_RE = re.compile(r"[A-Za-z0-9+/_\-]*\+[A-Za-z0-9+/_\-]*={0,2}")
+# base64's alphabet (standard or url-safe) without its padding: one character class, so a
+# long segment costs a linear scan (no two runs of it in one pattern to backtrack between)
+_BASE64_BODY_RE = re.compile(r"[A-Za-z0-9+/_\-]+")
+# a parameter's name with an empty value rather than padded base64: endDate=, redirect_uri=
+_WORD_NAME_RE = re.compile(r"[a-z]+(?:[A-Z][a-z]*)*|[a-z]+(?:_[a-z]+)*")
+# API versions of 8+ characters (Kubernetes' v1alpha1, v2beta12): names, not ids
+_API_VERSION_RE = re.compile(r"v[0-9]+(?:alpha|beta|rc)[0-9]*")
+# an email address's domain: labels, and a top-level label of letters (not icon@2x.png's
+# "png" after a digit-led label, nor a package's lodash@4.17.21)
+_EMAIL_DOMAIN_RE = re.compile(r"(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
+# files a path names by their extension: an "@" in one is a size (icon@2x.png), not an address
+_FILE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".svg",
+    ".webp",
+    ".ico",
+    ".css",
+    ".js",
+    ".map",
+    ".json",
+    ".html",
+    ".woff",
+    ".woff2",
+    ".txt",
+    ".xml",
+)
 # a JWS (three parts) or JWE (five): base64url parts, the first a JSON header ('{"' -> eyJ)
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*){2}(?:(?:\.[A-Za-z0-9_\-]*){2})?")
 # a date first: 2024-01-31, 2024-01-31T10:00:00Z, 31.01.2024, 01-31-2024
@@ -155,18 +181,21 @@ def route_of(path: str) -> str:
     identifier when it is:
 
     - all digits;
-    - an email address (``alice@example.com``, or with ``%40``);
-    - 8+ chars of letters and digits, with both (``ab12cd34``; a hex hash);
+    - an email address (``alice@example.com``, or with ``%40``), its domain ending in a
+      label of letters and the segment not a file's name (``icon@2x.png`` is kept);
+    - 8+ chars of letters and digits, with both (``ab12cd34``; a hex hash), but for an API
+      version (``v1alpha1``);
     - a UUID (any case, 36 chars with dashes or 32 hex);
     - a JWT (``eyJ...``, three or five base64url parts joined by dots);
     - base64 with its ``=`` padding (8+ chars, length a multiple of 4, not all lower-case
-      letters) or with a ``+`` and both letters and digits (8+ chars);
+      letters; one ``=`` after a camelCase or snake_case word is a name with an empty
+      value, ``endDate=``) or with a ``+`` and both letters and digits (8+ chars);
     - a date first (``2024-01-31``, ``2024-01-31T10:00:00Z``, ``31.01.2024``);
     - a token of 20+ chars of ``[A-Za-z0-9_-]`` with both letters and digits.
 
     Other segments (``users``, ``v2``, ``api``, ``healthz``, ``index.html``, ``style.css``)
-    are kept as they are. A word of 8+ chars with a digit in it (``oauth2callback``)
-    becomes ``{id}`` too: the price of keeping short ids out of routes.
+    are kept as they are. A word of 8+ chars with a digit in it (``oauth2callback``,
+    ``python311``) becomes ``{id}`` too: the price of keeping short ids out of routes.
 
     Empty segments (trailing or doubled slashes) are kept. A query or fragment, if
     present, is dropped, and so are a segment's parameters (``/cart;jsessionid=...``
@@ -218,7 +247,8 @@ def _is_identifier(seg: str) -> bool:
         return "@" in seg and _is_email(seg)  # "%40" needs more room than that
     if seg.isalnum():  # letters, digits or both
         if not seg.isalpha():
-            return True  # both (all digits was told above)
+            # both (all digits was told above), but for an API version such as v1alpha1
+            return not (seg[0] == "v" and _API_VERSION_RE.fullmatch(seg))
         return n == 32 and _UUID_RE.fullmatch(seg) is not None  # 32 hex letters
     # punctuation inside: each form below holds some that a word seldom does
     if "@" in seg or "%40" in seg:
@@ -228,14 +258,19 @@ def _is_identifier(seg: str) -> bool:
     if seg.startswith("eyJ") and _JWT_RE.fullmatch(seg):
         return True
     if seg[-1] == "=":
+        body = seg.rstrip("=")
         return (
             n % 4 == 0
-            and not seg[:-1].rstrip("=").islower()
-            and bool(_PADDED_BASE64_RE.fullmatch(seg))
+            and n - len(body) <= 2
+            and not body.islower()
+            and _BASE64_BODY_RE.fullmatch(body) is not None
+            and not (n - len(body) == 1 and _WORD_NAME_RE.fullmatch(body))
         )
     if "+" in seg:
+        body = seg.rstrip("=")
         return (
-            _PLUS_BASE64_RE.fullmatch(seg) is not None
+            n - len(body) <= 2
+            and _BASE64_BODY_RE.fullmatch(body) is not None
             and _HAS_DIGIT_RE.search(seg) is not None
             and _HAS_LETTER_RE.search(seg) is not None
         )
@@ -250,13 +285,16 @@ def _is_identifier(seg: str) -> bool:
 
 
 def _is_email(seg: str) -> bool:
-    """A local part, an "@" (or "%40"), then a domain with a dot in it."""
+    """A local part, an "@" (or "%40"), then a domain: dotted labels ending in letters. A
+    file's name is not one (icon@2x.png), nor a package's version (lodash@4.17.21)."""
     at = seg.find("@")
     skip = 1
     if at < 0:
         at = seg.find("%40")
         skip = 3
-    return at > 0 and seg.find(".", at + skip) > at + skip
+    if at <= 0 or seg.lower().endswith(_FILE_SUFFIXES):
+        return False
+    return _EMAIL_DOMAIN_RE.fullmatch(seg, at + skip) is not None
 
 
 def origin_for_url(scheme: str, host: str, port: int | None) -> str:

@@ -80,27 +80,32 @@ def _insecure(endpoint: str | None) -> bool | None:
 
 def _timeout_s(signal_variable: str) -> float:
     """OTEL_EXPORTER_OTLP_{TRACES_,METRICS_,}TIMEOUT, in milliseconds as the specification has
-    it, as the seconds the SDK's exporters take (unset, they would read the ms as seconds)."""
-    if signal_variable in os.environ and not os.environ[signal_variable].strip():
-        # empty is unset, as the specification has it; the SDK 1.45 gRPC exporters would
-        # float("") it even when given timeout=
-        del os.environ[signal_variable]
+    it, as the seconds the SDK's exporters take (unset, they would read the ms as seconds).
+
+    Empty is unset. A value that is not a positive number is warned about and ignored, as the
+    specification asks of an invalid value: the signal's variable gives way to the common one,
+    and that to the default. Either is taken out of the agent's environment, where the SDK
+    1.45 gRPC metric exporter would float() it, and fail, even when given timeout=.
+    """
     for variable in (signal_variable, OTEL_EXPORTER_OTLP_TIMEOUT):
         text = os.environ.get(variable, "").strip()
-        if text:
-            break
-    else:
-        return DEFAULT_TIMEOUT_MS / 1000
-    try:
-        milliseconds = float(text)
-    except ValueError:
-        milliseconds = math.nan
-    if not (math.isfinite(milliseconds) and milliseconds > 0):
-        raise SetupError(
-            f"{variable}={text!r} is not a positive number of milliseconds",
-            f"set {variable} to one (e.g. {DEFAULT_TIMEOUT_MS} for 10 s), or unset it",
+        if not text:
+            os.environ.pop(variable, None)
+            continue
+        try:
+            milliseconds = float(text)
+        except ValueError:
+            milliseconds = math.nan
+        if math.isfinite(milliseconds) and milliseconds > 0:
+            return milliseconds / 1000
+        log.warning(
+            "%s=%r is not a positive number of milliseconds: ignored (default %d)",
+            variable,
+            text,
+            DEFAULT_TIMEOUT_MS,
         )
-    return milliseconds / 1000
+        del os.environ[variable]
+    return DEFAULT_TIMEOUT_MS / 1000
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ RST_TO_GRPC = {
     0xC: GRPC_PERMISSION_DENIED,  # INADEQUATE_SECURITY
     0xD: GRPC_INTERNAL,  # HTTP_1_1_REQUIRED
 }
+HTTP2_CANCEL = 0x8  # RFC 9113 7: the stream is no longer needed
 # a stream reset by no RST_STREAM: its connection closed (or its process exited) first
 CONNECTION_CLOSED = "connection_closed"
 
@@ -254,5 +255,8 @@ def http2_span(stream: Stream, conn: StreamConnection, options: SpanOptions) -> 
         error_type = reset_error_type(stream)
         span.attributes[ERROR_TYPE] = error_type
         span.metric_attributes[ERROR_TYPE] = error_type
-        span = dataclasses.replace(span, is_error=True)
+        # a client's CANCEL (a browser navigating away) is the caller's doing, no failure of
+        # the server's: as a 4xx, and as gRPC's CANCELLED on a server span, it is no ERROR
+        cancelled_by_client = conn.role == Role.SERVER and stream.reset_code == HTTP2_CANCEL
+        span = dataclasses.replace(span, is_error=not cancelled_by_client)
     return span

@@ -55,9 +55,12 @@ DEFAULT_MAX_FRAME_SIZE = 1 << 14
 # (Go's transport allows 10 MB) only keeps a hostile block's inflated size in check.
 MAX_HEADER_LIST_SIZE = 1 << 24
 # Streams whose end is never seen (lost in a gap, a peer that never answers) would stay open
-# for the connection's life: past this many, the oldest go. A peer's stream ids only
-# increase (RFC 9113 5.1.1), so the table's insertion order is oldest first.
-MAX_OPEN_STREAMS = 512
+# for the connection's life: past the server's SETTINGS_MAX_CONCURRENT_STREAMS (when seen: an
+# end was lost, most likely the oldest stream's) or past this many, the oldest go. Not lower:
+# grpc-go and Java gRPC servers announce no limit, and one client connection carries every
+# call, so thousands of calls in flight at once are real (10k req/s at 100 ms each is 1,000).
+# A peer's stream ids only increase (RFC 9113 5.1.1): the table's order is oldest first.
+MAX_OPEN_STREAMS = 4096
 REFUSED_STREAM = 0x7  # RFC 9113 7: what a stream above a GOAWAY's last-stream-id amounts to
 
 Headers = list[tuple[str, str]]
@@ -178,7 +181,8 @@ class Http2Connection:
         self.frames_seen = 0
         self.desyncs = 0
         self.unreliable_table = joined_mid_connection
-        self.stale_streams = 0  # open streams dropped past MAX_OPEN_STREAMS
+        self.stale_streams = 0  # open streams dropped past max_open_streams
+        self.max_open_streams = MAX_OPEN_STREAMS  # lowered by the server's SETTINGS
         self._on_stale = on_stale  # told of each, as it happens
 
     # ---------------------------------------------------------------- input
@@ -422,6 +426,10 @@ class Http2Connection:
                 self._finish(frame.stream_id, ts_ns, finished)
         elif isinstance(frame, SettingsFrame):
             size = frame.settings.get(SettingsFrame.HEADER_TABLE_SIZE)
+            limit = frame.settings.get(SettingsFrame.MAX_CONCURRENT_STREAMS)
+            if limit is not None and side is Side.TO_CLIENT:
+                # the server's bound on the client's open streams (RFC 9113 5.1.2)
+                self.max_open_streams = max(1, min(limit, MAX_OPEN_STREAMS))
             if size is not None:
                 # the limit one side announces binds the other side's encoder
                 other = Side.TO_CLIENT if side is Side.TO_SERVER else Side.TO_SERVER
@@ -465,7 +473,7 @@ class Http2Connection:
             if stream is None:
                 stream = streams[stream_id] = Stream(stream_id, start_ns=ts_ns)
                 stream.request_headers = headers
-                if len(streams) > MAX_OPEN_STREAMS:
+                if len(streams) > self.max_open_streams:
                     self._drop_oldest()
             else:
                 stream.request_headers += headers  # request trailers
@@ -487,7 +495,7 @@ class Http2Connection:
             self._finish(stream_id, ts_ns, finished)
 
     def _drop_oldest(self) -> None:
-        """Past MAX_OPEN_STREAMS: the oldest open stream (first opened, lowest id) goes."""
+        """Past max_open_streams: the oldest open stream (first opened, lowest id) goes."""
         del self.streams[next(iter(self.streams))]
         self.stale_streams += 1
         if self._on_stale is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import threading
@@ -429,22 +430,35 @@ def test_the_timeout_variables_are_milliseconds(
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("variables", "expected"),
     [
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
-        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0"),
-        ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-5"),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "nan"),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, (10.0, 10.0, 10.0, 10.0)),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "nan"}, (10.0, 10.0, 10.0, 10.0)),
+        ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0"}, (10.0, 10.0, 10.0, 10.0)),
+        # a bad signal variable gives way to the common one
+        (
+            {"OTEL_EXPORTER_OTLP_TIMEOUT": "500", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "-5"},
+            (0.5, 0.5, 0.5, 0.5),
+        ),
+        ({"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "abc"}, (10.0, 10.0, 10.0, 10.0)),
     ],
 )
-def test_a_timeout_that_is_not_a_positive_number_is_a_setup_error(
-    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+def test_a_timeout_that_is_not_a_positive_number_is_warned_about_and_ignored(
+    variables: dict[str, str],
+    expected: tuple[float, float, float, float],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(SetupError) as raised:
-        exporter_timeouts()
-    assert raised.value.message == f"{variable}={value!r} is not a positive number of milliseconds"
-    assert raised.value.fix == f"set {variable} to one (e.g. 10000 for 10 s), or unset it"
+    """The specification: an invalid value SHOULD be warned about and ignored, as the BSP
+    variables are; the agent used to refuse to start. A non-numeric METRICS_TIMEOUT also made
+    the SDK's gRPC metric exporter raise as it was built."""
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    with caplog.at_level(logging.WARNING, logger="otelbpf.export.destinations"):
+        assert exporter_timeouts() == expected
+    bad = [v for v, text in variables.items() if text in ("10s", "nan", "0", "-5", "abc")]
+    for variable in bad:
+        assert f"{variable}={variables[variable]!r} is not a positive number" in caplog.text
 
 
 @pytest.mark.parametrize("protocol", [GRPC, HTTP_PROTOBUF])

@@ -535,16 +535,44 @@ def test_a_header_list_beyond_64_kib_is_decoded():
     assert (stream.partial, conn.unreliable_table) == (False, False)
 
 
+def _open_streams(conn: Http2Connection, client: Peer, count: int) -> list[int]:
+    opened = [2 * i + 1 for i in range(count)]
+    for stream_id in opened:
+        feed(conn, Side.TO_SERVER, client.headers(stream_id, GRPC_REQUEST, True), stream_id)
+    return opened
+
+
 def test_open_streams_are_capped_and_the_oldest_dropped():
     dropped = []
     conn, client = Http2Connection(on_stale=lambda: dropped.append(1)), Peer()
     feed(conn, Side.TO_SERVER, CLIENT_PREFACE, 0)
-    opened = [2 * i + 1 for i in range(MAX_OPEN_STREAMS + 10)]
-    for stream_id in opened:
-        feed(conn, Side.TO_SERVER, client.headers(stream_id, GRPC_REQUEST, True), stream_id)
-    assert MAX_OPEN_STREAMS == 512
+    opened = _open_streams(conn, client, MAX_OPEN_STREAMS + 10)
+    assert MAX_OPEN_STREAMS == 4096
     assert list(conn.streams) == opened[10:]
     assert (conn.stale_streams, len(dropped)) == (10, 10)
+
+
+def test_a_thousand_calls_in_flight_on_one_connection_are_all_kept():
+    """grpc-go clients send every call over one connection, and grpc-go servers announce no
+    stream limit: the 512 open streams once kept dropped the slowest calls' spans."""
+    conn, client, server = Http2Connection(), Peer(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE, 0)
+    opened = _open_streams(conn, client, 1000)
+    assert (len(conn.streams), conn.stale_streams) == (1000, 0)
+    response = server.headers(1, [(":status", "200"), ("grpc-status", "0")], True)
+    (first,) = feed(conn, Side.TO_CLIENT, response, 2000)
+    assert first.stream_id == opened[0]
+
+
+def test_the_servers_stream_limit_bounds_the_open_streams():
+    """Past the server's SETTINGS_MAX_CONCURRENT_STREAMS an end was lost: the oldest go."""
+    conn, client = Http2Connection(), Peer()
+    feed(conn, Side.TO_SERVER, CLIENT_PREFACE, 0)
+    settings = SettingsFrame(0, settings={SettingsFrame.MAX_CONCURRENT_STREAMS: 100})
+    feed(conn, Side.TO_CLIENT, settings.serialize(), 1)
+    opened = _open_streams(conn, client, 110)
+    assert list(conn.streams) == opened[10:]
+    assert conn.stale_streams == 10
 
 
 def test_the_padding_of_data_frames_is_no_body():
@@ -648,15 +676,23 @@ def test_a_grpc_status_read_before_a_reset_wins():
     assert grpc_span(stream, SERVER).attributes[RPC_GRPC_STATUS_CODE] == 5
 
 
-@pytest.mark.parametrize(("rst_code", "error_type"), [(0x8, "CANCEL"), (0x2, "INTERNAL_ERROR")])
-def test_a_plain_http2_stream_reset_before_a_response_failed(rst_code, error_type):
+@pytest.mark.parametrize(
+    ("rst_code", "error_type", "server_error"),
+    [
+        (0x8, "CANCEL", False),  # the client gave up (a browser navigating away): its doing
+        (0x2, "INTERNAL_ERROR", True),
+    ],
+)
+def test_a_plain_http2_stream_reset_before_a_response_failed(rst_code, error_type, server_error):
+    """error.type on both sides; ERROR on the client's span, and on the server's unless the
+    client cancelled, as gRPC's CANCELLED is no server error either."""
     conn, client = Http2Connection(), Peer()
     request = [(":method", "GET"), (":scheme", "http"), (":path", "/slow"), (":authority", "h")]
     feed(conn, Side.TO_SERVER, CLIENT_PREFACE + client.headers(1, request, True), 1)
     (stream,) = feed(conn, Side.TO_SERVER, RstStreamFrame(1, error_code=rst_code).serialize(), 2)
-    for role in (SERVER, CLIENT):
+    for role, is_error in ((SERVER, server_error), (CLIENT, True)):
         span = http2_span(stream, role, SpanOptions())
-        assert span.is_error is True
+        assert span.is_error is is_error
         assert span.attributes[ERROR_TYPE] == error_type
         assert span.metric_attributes[ERROR_TYPE] == error_type
         assert HTTP_RESPONSE_STATUS_CODE not in span.attributes

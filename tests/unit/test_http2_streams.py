@@ -9,7 +9,7 @@ from otelbpf.abi import EventType, Role
 from otelbpf.agent import Agent, AgentConfig
 from otelbpf.decode import H2Chunk, ProcessNotice
 from otelbpf.exchange import SocketAddress
-from otelbpf.protocols.http2 import CLIENT_PREFACE
+from otelbpf.protocols.http2 import CLIENT_PREFACE, MAX_OPEN_STREAMS
 from otelbpf.stats import AgentStats
 from otelbpf.streams import Http2Streams
 from tests.unit.test_http2 import GRPC_REQUEST, Peer, grpc_call
@@ -68,7 +68,8 @@ def test_streams_a_parser_drops_for_room_are_counted():
     stats = AgentStats()
     h2 = Http2Streams(lambda pid, fd: None, count=stats.skipped)
     client = Peer()
-    wire = CLIENT_PREFACE + b"".join(client.headers(2 * i + 1, GRPC_REQUEST) for i in range(515))
+    count = MAX_OPEN_STREAMS + 3
+    wire = CLIENT_PREFACE + b"".join(client.headers(2 * i + 1, GRPC_REQUEST) for i in range(count))
     h2.on_chunk(chunk(1, wire, True))
     assert stats.outcomes["http2_stale"] == 3
 
