@@ -426,23 +426,24 @@ class Agent:
         now = time.monotonic()
         if force_all or self._exited or now >= self._next_gone_scan:
             self._next_gone_scan = now + GONE_SCAN_S
-            alive: dict[int, bool] = {}
+            alive: dict[int, bool] = {}  # each pid looked up once a scan
+
+            def is_alive(pid: int) -> bool:
+                known = alive.get(pid)
+                if known is None:
+                    known = alive[pid] = pid not in self._exited and os.path.exists(f"/proc/{pid}")
+                return known
+
             for key in probes.connection_keys():
-                pid = key >> 32
-                if pid not in alive:
-                    alive[pid] = pid not in self._exited and os.path.exists(f"/proc/{pid}")
-                if not alive[pid]:
+                if not is_alive(key >> 32):
                     gone_keys.append(key)
                     requests.append((key, True, FLUSH_NO_SLOT))
                 else:
                     requests.append((key, False, FLUSH_NO_SLOT))
-            for pid, is_alive in alive.items():
-                if not is_alive:
-                    probes.forget_pid(pid)
+            for pid in [pid for pid, known in alive.items() if not known]:
+                probes.forget_pid(pid)
             for pid in self.h2.pids():
-                if pid not in alive:
-                    alive[pid] = pid not in self._exited and os.path.exists(f"/proc/{pid}")
-                if not alive[pid]:
+                if not is_alive(pid):
                     ended = self._exited.get(pid) or time.time_ns()
                     self._on_streams(self.h2.forget_pid(pid, ended))
             self._exited.clear()
